@@ -1,0 +1,9 @@
+"""Cells: the equations of one time step, written the way they read (the source of truth)."""
+
+from .base import Cell, LSTMState, State, activation
+from .elman import ElmanCell
+from .gru import GRUCell
+from .jordan import JordanCell
+from .lstm import LSTMCell
+
+__all__ = ["Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "LSTMState", "State", "activation"]

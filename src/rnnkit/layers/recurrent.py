@@ -1,0 +1,318 @@
+"""The Recurrent layer: time, stacking, direction, lengths and dropout, written once for every cell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from ..cells.base import Cell, State, map_state, stack_states, state_fields
+from ..errors import InputError, check
+
+MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "concat": lambda a, b: torch.cat([a, b], -1),
+    "sum": torch.add,
+    "mean": lambda a, b: (a + b) / 2,
+    "mul": torch.mul,
+}
+
+
+class Recurrent(nn.Module):
+    r"""Run any cell over time: deep (stacked), bidirectional, variable-length, batch- or time-first.
+
+    Equivalent to this loop (per layer and direction; the reverse direction runs each sequence from
+    its own last step back to its first)::
+
+        for t in range(T):
+            y[t], state = cell.step(x[t], state)     # frozen after t >= lengths[b]; y zero there
+
+    Shape legend: T sequence length, B batch, F input features, O the cell's output size, K =
+    num_layers * num_directions, n a state field's size.
+
+    Args:
+        cell: a :class:`Cell` (used as layer 0, forward; the other layers and directions are fresh
+            copies built by ``cell.with_input_size``) or a factory ``input_size -> Cell``.
+        num_layers: stacked layers; layer l+1 reads layer l's merged output.
+        bidirectional: add a reverse direction to every layer.
+        merge: how the two directions' outputs are combined: "concat" (size 2*O), "sum", "mean",
+            "mul" (size O).
+        dropout: dropout on each layer's output except the last (training mode only), as torch.
+        batch_first: input and output are (B, T, F) instead of (T, B, F).
+        input_size: layer 0's input size; required with a factory, checked against a cell.
+
+    Forward:
+        input: (T, B, F), (B, T, F) with batch_first, (T, F) unbatched, or a PackedSequence.
+        state: the initial state, one entry per layer and direction: a tensor (K, B, n) (unbatched:
+            (K, n)), or for structured states (LSTM) a tuple of them, e.g. ``(h0, c0)``; zeros if
+            omitted.
+        lengths: (B,) true lengths of a padded batch (not with a PackedSequence).
+
+    Returns:
+        ``(output, state)``: the top layer's outputs (T, B, D*O or O) in the input's layout (a
+        PackedSequence for a PackedSequence; zeros at padded steps), and the final state of every
+        layer and direction (K, B, n), each sequence's state at its own last step.
+    """
+
+    def __init__(
+        self,
+        cell: Cell | Callable[[int], Cell],
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dropout: float = 0.0,
+        batch_first: bool = False,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._configure(num_layers, bidirectional, merge, dropout, batch_first)
+        if isinstance(cell, Cell):
+            if input_size is not None and input_size != cell.input_size:
+                raise ValueError(
+                    f"input_size={input_size} does not match the cell's input_size={cell.input_size}"
+                )
+            first, make = cell, cell.with_input_size
+        elif callable(cell):
+            if input_size is None:
+                raise ValueError("Recurrent(factory, ...) needs input_size= for the first layer")
+            first, make = cell(input_size), cell
+            if not isinstance(first, Cell):
+                raise TypeError(f"the factory must return a Cell, got {type(first).__name__}")
+        else:
+            raise TypeError(f"cell must be a Cell or a factory, got {type(cell).__name__}")
+        cells = [first]
+        for index in range(1, num_layers * self.num_directions):
+            layer = index // self.num_directions
+            cells.append(make(first.input_size if layer == 0 else self._layer_input(first)))
+        self.cells = nn.ModuleList(cells)
+        self.input_size = first.input_size
+
+    def _configure(
+        self, num_layers: int, bidirectional: bool, merge: str, dropout: float, batch_first: bool
+    ) -> None:
+        """Check and set the options shared with the torch drop-ins."""
+        if not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability of an "
+                f"element being zeroed, got {dropout!r}"
+            )
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
+        for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
+        self.num_layers, self.bidirectional, self.merge = num_layers, bidirectional, merge
+        self.dropout, self.batch_first = float(dropout), batch_first
+        self.num_directions = 2 if bidirectional else 1
+
+    def _layer_input(self, cell: Cell) -> int:
+        """Input size of layers >= 1: the merged output of the layer below."""
+        both = self.num_directions == 2 and self.merge == "concat"
+        return cell.output_size * (2 if both else 1)
+
+    @property
+    def output_size(self) -> int:
+        return self._layer_input(self.layer_cells()[0])
+
+    def layer_cells(self) -> Sequence[Cell]:
+        """The cells in the order layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
+        return self.cells  # type: ignore[return-value]
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        state: State | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
+        cells = self.layer_cells()
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            check(lengths is None, "pass lengths or a PackedSequence, not both")
+            x, lengths = pad_packed_sequence(input)  # (T, B, F), original batch order
+            batched = True
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
+            check(
+                input.dim() in (2, 3),
+                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
+                f"{input.dim()}D tensor instead",
+            )
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)
+            if batched and self.batch_first:
+                x = x.transpose(0, 1)
+        self._check_input(x, cells[0])
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B, x.device)
+            if not packed and bool((lengths == T).all()):
+                lengths = None  # no padding: skip the masks
+        if state is None:
+            states: list[State | None] = [None] * len(cells)
+        else:
+            state = self._check_state(state, cells[0], B, batched, x)
+            states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
+
+        finals = []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                s0 = states[k]
+                if s0 is None:
+                    s0 = cells[k].init_state(B, dtype=x.dtype, device=x.device)
+                y, sT = run_cell(cells[k], x, s0, lengths, reverse=direction == 1)
+                outs.append(y)
+                finals.append(sT)
+            x = outs[0] if len(outs) == 1 else MERGES[self.merge](*outs)
+            if layer < self.num_layers - 1 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+        final = stack_states(finals)
+
+        if packed:
+            return pack_like(x, input), final
+        if not batched:
+            return x.squeeze(1), map_state(lambda s: s.squeeze(1), final)
+        return (x.transpose(0, 1) if self.batch_first else x), final
+
+    # -- input checks: each names what was expected and what came --------------------------------
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _check_input(self, x: Tensor, cell: Cell) -> None:
+        weight = next(cell.parameters(), None)
+        if weight is not None:
+            check(
+                x.dtype == weight.dtype,
+                f"{self._name()} input dtype ({x.dtype}) does not match weight dtype "
+                f"({weight.dtype}). Convert input: input.to({weight.dtype}), or convert model: "
+                f"model.to({x.dtype})",
+            )
+            check(
+                x.device == weight.device,
+                f"{self._name()} input is on {x.device} but the weights are on {weight.device}; "
+                f"move one of them: input.to('{weight.device}') or model.to('{x.device}')",
+            )
+        check(
+            x.shape[-1] == self.input_size,
+            f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}",
+        )
+        check(x.shape[0] > 0, "Expected a sequence of length >= 1, got length 0")
+
+    def _check_lengths(self, lengths: Any, T: int, B: int, device: torch.device) -> Tensor:
+        if not isinstance(lengths, Tensor):
+            try:
+                lengths = torch.as_tensor(lengths)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"lengths must be a 1-D tensor of {B} integers: {e}") from None
+        check(
+            lengths.dim() == 1 and not lengths.is_floating_point() and not lengths.is_complex(),
+            f"lengths must be a 1-D integer tensor of shape ({B},), got "
+            f"{lengths.dtype} of shape {tuple(lengths.shape)}",
+        )
+        check(
+            lengths.numel() == B,
+            f"lengths must hold one length per sequence: expected {B}, got {lengths.numel()}",
+        )
+        if B:
+            low, high = int(lengths.min()), int(lengths.max())
+            check(low >= 1, f"every length must be >= 1, got {low}")
+            check(high <= T, f"lengths must be <= the sequence length {T}, got {high}")
+        return lengths.to(device=device, dtype=torch.long)
+
+    def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
+        """Check a user's initial state; return it batched, in the cell's state structure."""
+        size = cell.state_size
+        K = self.num_layers * self.num_directions
+        if isinstance(size, tuple):  # structured state, e.g. LSTM (h, c)
+            names = ", ".join(size._fields)
+            check(
+                isinstance(state, (tuple, list)) and len(state) == len(size),
+                f"{self._name()} expects the state as a tuple ({names}) of tensors, got "
+                + (f"a tuple of {len(state)}" if isinstance(state, (tuple, list)) else type(state).__name__),
+            )
+            state = type(size)(*state)
+            fields = list(zip(size._fields, state, size, strict=True))
+        else:
+            check(
+                isinstance(state, Tensor),
+                f"{self._name()} expects the state as one tensor, got {type(state).__name__}",
+            )
+            fields = [("hx", state, size)]
+        dims = 3 if batched else 2
+        for i, (name, s, n) in enumerate(fields):
+            check(isinstance(s, Tensor), f"state {name} must be a tensor, got {type(s).__name__}")
+            label = f"hidden[{i}]" if len(fields) > 1 else "hidden"
+            check(
+                s.dim() == dims,
+                f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, {label} ({name}) "
+                f"should also be {dims}-D but got {s.dim()}-D tensor",
+            )
+            expected = (K, B, n) if batched else (K, n)
+            check(
+                tuple(s.shape) == expected,
+                f"Expected {label} size {expected}, got {list(s.shape)}",
+            )
+            check(
+                s.dtype == x.dtype and s.device == x.device,
+                f"state {name} must have the input's dtype and device ({x.dtype}, {x.device}), "
+                f"got ({s.dtype}, {s.device})",
+            )
+        return state if batched else map_state(lambda s: s.unsqueeze(1), state)
+
+
+def run_cell(
+    cell: Cell, x: Tensor, state: State, lengths: Tensor | None, reverse: bool = False
+) -> tuple[Tensor, State]:
+    """The reference loop: run one cell over time.
+
+    Args:
+        x: (T, B, F) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
+        reverse: run each sequence from its own last step back to its first.
+
+    Returns:
+        (y (T, B, O) with zeros at padded steps, the state at each sequence's last step).
+    """
+    if reverse:
+        x = reverse_padded(x, lengths)
+    alive = None
+    if lengths is not None:  # (T, B, 1): step t is inside sequence b
+        alive = (torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :])[..., None]
+    ys = []
+    for t in range(x.shape[0]):
+        y, new = cell.step(x[t], state)
+        if alive is not None:  # past its end a sequence keeps its state and outputs zeros
+            new = map_state(lambda n, s, a=alive[t]: torch.where(a, n, s), new, state)
+            y = torch.where(alive[t], y, 0.0)
+        ys.append(y)
+        state = new
+    y = torch.stack(ys)
+    return (reverse_padded(y, lengths) if reverse else y), state
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence within its own length; padding stays at the end. x: (T, B, ...)."""
+    if lengths is None:
+        return x.flip(0)
+    t = torch.arange(x.shape[0], device=x.device)[:, None]  # (T, 1)
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+    return x.gather(0, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack padded outputs y (T, B, O) with the batch sizes and ordering of ``like``."""
+    if like.sorted_indices is not None:
+        y = y.index_select(1, like.sorted_indices)
+    batch_sizes = like.batch_sizes.to(y.device)
+    mask = torch.arange(y.shape[1], device=y.device)[None, :] < batch_sizes[:, None]  # (T, B)
+    return PackedSequence(y[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+__all__ = ["Recurrent", "reverse_padded", "run_cell", "state_fields"]

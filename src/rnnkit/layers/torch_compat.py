@@ -1,0 +1,232 @@
+"""Drop-in replacements for torch.nn.RNN, LSTM and GRU, built on rnnkit's cells and Recurrent layer.
+
+Same constructor arguments, parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...),
+registration order, initialisation (so the same seed gives the same weights), shapes, return types and
+``state_dict`` as torch. The parameters live on the module under torch's names; each layer and
+direction has an unregistered *template* cell that is pointed at the current parameters before every
+forward, so swapping or reassigning parameters (``load_state_dict(assign=True)``, ``.to()``,
+``torch.func.functional_call``) is always seen.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from ..cells import Cell, ElmanCell, GRUCell, LSTMCell
+from ..cells.base import State
+from .recurrent import Recurrent
+
+
+class _TorchRNN(Recurrent):
+    """What the three drop-ins share: torch's argument checks, parameter names and layout."""
+
+    mode: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        nn.Module.__init__(self)
+        # torch's checks, in torch's order and wording
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability of an "
+                f"element being zeroed, got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                f"num_layers={num_layers}",
+                stacklevel=3,
+            )
+        for name, flag in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int) or isinstance(size, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(size).__name__}")
+            if size <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {size}")
+        if not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
+        if not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(
+                f"proj_size should be a positive integer or zero to disable projections, got {proj_size!r}"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+                f"hidden_size={hidden_size}"
+            )
+        self._configure(num_layers, bidirectional, "concat", dropout, batch_first)
+        self.input_size, self.hidden_size, self.proj_size, self.bias = (
+            input_size,
+            hidden_size,
+            proj_size,
+            bias,
+        )
+
+        factory = {"device": device, "dtype": dtype}
+        templates = []
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        real_hidden = proj_size or hidden_size
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                layer_input = input_size if layer == 0 else real_hidden * self.num_directions
+                template = self._make_cell(layer_input, device="meta", dtype=dtype)
+                suffix = "_reverse" if direction == 1 else ""
+                names = []
+                for name, p in template.named_parameters():
+                    full = f"{name}_l{layer}{suffix}"
+                    self.register_parameter(full, nn.Parameter(torch.empty(p.shape, **factory)))
+                    names.append(full)
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+                templates.append(template)
+        self._templates = tuple(templates)  # a tuple: not registered, not in state_dict
+        self.reset_parameters()
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation: every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def layer_cells(self) -> Sequence[Cell]:
+        # Point each template at the parameters the module holds *now*.
+        for template, names in zip(self._templates, self._all_weights, strict=True):
+            for name, full in zip(template._parameters, names, strict=True):
+                template._parameters[name] = getattr(self, full)
+        return self._templates
+
+    def forward(  # type: ignore[override]
+        self,
+        input: Tensor | PackedSequence,
+        hx: State | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
+        """As torch; ``lengths`` (B,) is an rnnkit extension for padded batches."""
+        return super().forward(input, hx, lengths=lengths)
+
+    def _name(self) -> str:
+        return self.mode.split("_")[0]
+
+    # torch API surface that user code touches
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """A no-op, kept for torch compatibility (rnnkit never needs a flat weight buffer)."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += f", bidirectional={self.bidirectional}"
+        return s
+
+
+class RNN(_TorchRNN):
+    r"""Drop-in for :class:`torch.nn.RNN`: stacked Elman cells, ``h_t = tanh|relu(x W_ih^T + b_ih +
+    h W_hh^T + b_hh)``. Input (L, N, H_in) or (N, L, H_in) with batch_first, (L, H_in) unbatched, or a
+    PackedSequence; ``hx`` (D*num_layers, N, H_out). Returns ``(output, h_n)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if kwargs:
+            raise TypeError(f"RNN got unexpected keyword arguments {sorted(kwargs)}")
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        self.nonlinearity = nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        return ElmanCell(input_size, self.hidden_size, self.nonlinearity, self.bias, **factory)
+
+
+class LSTM(_TorchRNN):
+    r"""Drop-in for :class:`torch.nn.LSTM` (with ``proj_size``). ``hx = (h_0, c_0)``, each
+    (D*num_layers, N, H_out) and (D*num_layers, N, H_cell). Returns ``(output, (h_n, c_n))``, the
+    pair as an :class:`~rnnkit.cells.LSTMState` (a tuple)."""
+
+    mode = "LSTM"
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        return LSTMCell(input_size, self.hidden_size, self.bias, self.proj_size, **factory)
+
+
+class GRU(_TorchRNN):
+    r"""Drop-in for :class:`torch.nn.GRU` (torch's reset-after form). Returns ``(output, h_n)``."""
+
+    mode = "GRU"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "proj_size" in kwargs or len(args) > 7:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__(*args, **kwargs)
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        return GRUCell(input_size, self.hidden_size, self.bias, reset_after=True, **factory)
+
+
+__all__ = ["GRU", "LSTM", "RNN"]
