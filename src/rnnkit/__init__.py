@@ -1,15 +1,31 @@
 """rnnkit: recurrent neural networks on PyTorch.
 
-Cells written from their equations (:mod:`rnnkit.cells`), one Recurrent layer that runs any cell over
-time (:class:`Recurrent`), and drop-ins for torch.nn's RNN, LSTM and GRU (:mod:`rnnkit.nn`).
+Cells written from their equations (:mod:`rnnkit.cells`), one Recurrent layer that runs any cell
+over time (:class:`Recurrent`), and drop-ins for torch.nn's RNN, LSTM and GRU (:mod:`rnnkit.nn`).
+
+Names are imported on first use (PEP 562), so ``rnnkit --help`` does not pay for importing torch.
 """
 
-from . import nn
-from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
-from .errors import InputError
-from .layers import GRU, LSTM, RNN, Recurrent
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Cell": "rnnkit.cells",
+    "ElmanCell": "rnnkit.cells",
+    "GRUCell": "rnnkit.cells",
+    "JordanCell": "rnnkit.cells",
+    "LSTMCell": "rnnkit.cells",
+    "LSTMState": "rnnkit.cells",
+    "InputError": "rnnkit.errors",
+    "Recurrent": "rnnkit.layers",
+    "RNN": "rnnkit.layers",
+    "LSTM": "rnnkit.layers",
+    "GRU": "rnnkit.layers",
+}
 
 __all__ = [
     "GRU",
@@ -25,3 +41,21 @@ __all__ = [
     "Recurrent",
     "nn",
 ]
+
+if TYPE_CHECKING:
+    from . import nn
+    from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
+    from .errors import InputError
+    from .layers import GRU, LSTM, RNN, Recurrent
+
+
+def __getattr__(name: str) -> Any:
+    if name == "nn":
+        return importlib.import_module("rnnkit.nn")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
