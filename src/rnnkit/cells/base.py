@@ -18,6 +18,8 @@ from typing import Any, NamedTuple, TypeAlias
 import torch
 from torch import Tensor, nn
 
+from ..errors import check
+
 # A state is a tensor or a NamedTuple of tensors; StateSize has the same structure with ints.
 State: TypeAlias = Any
 StateSize: TypeAlias = Any
@@ -41,18 +43,6 @@ def activation(name_or_fn: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor
     return ACTIVATIONS[name_or_fn]
 
 
-def check_size(name: str, value: int, minimum: int = 1) -> None:
-    """Constructor checks in torch's wording: a size must be an int >= minimum."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(
-            f"{name} must be greater than zero, got {value}"
-            if minimum == 1
-            else f"{name} must be >= {minimum}, got {value}"
-        )
-
-
 def param(shape: tuple[int, ...], factory: dict[str, Any]) -> nn.Parameter:
     """An uninitialised parameter; ``factory`` holds ``device`` and ``dtype``."""
     return nn.Parameter(torch.empty(shape, **factory))
@@ -74,6 +64,72 @@ def state_fields(state: State) -> tuple[Tensor, ...]:
 def stack_states(states: list[State]) -> State:
     """[(B, n)] * K -> (K, B, n), field by field."""
     return map_state(lambda *fields: torch.stack(fields, 0), *states)
+
+
+def check_tensor(x: Tensor, cell: Cell, who: str) -> None:
+    """Input checks shared by cells and layers: a floating tensor on the weights' dtype and device."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: input must be a Tensor, got {type(x).__name__}")
+    weight = next(cell.parameters(), None)
+    if weight is None:
+        return
+    check(
+        x.dtype == weight.dtype,
+        f"{who} input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+        + (
+            f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
+            if x.is_floating_point()
+            else f"Convert input: input.to({weight.dtype}) (recurrent layers need floating-point input)"
+        ),
+    )
+    check(
+        x.device == weight.device,
+        f"{who} input is on {x.device} but the weights are on {weight.device}; "
+        f"move one of them: input.to('{weight.device}') or model.to('{x.device}')",
+    )
+
+
+def check_state(
+    state: State, size: StateSize, prefix: tuple[int, ...], like: Tensor, who: str, batched: bool
+) -> State:
+    """Check a user's state against ``size`` (the cell's state_size); each field must be ``prefix +
+    (n,)`` with ``like``'s dtype and device. Returns the state in the cell's structure (a NamedTuple
+    for structured states)."""
+    if isinstance(size, tuple):  # structured state, e.g. LSTM (h, c)
+        names = ", ".join(size._fields)
+        check(
+            isinstance(state, (tuple, list)) and len(state) == len(size),
+            f"{who} expects the state as a tuple ({names}) of tensors, got "
+            + (f"a tuple of {len(state)}" if isinstance(state, (tuple, list)) else type(state).__name__),
+        )
+        state = type(size)(*state)
+        fields = list(zip(size._fields, state, size, strict=True))
+    else:
+        check(isinstance(state, Tensor), f"{who} expects the state as one tensor, got {type(state).__name__}")
+        fields = [("hx", state, size)]
+    dims = len(prefix) + 1
+    for i, (name, s, n) in enumerate(fields):
+        check(isinstance(s, Tensor), f"state {name} must be a tensor, got {type(s).__name__}")
+        label = f"hidden[{i}]" if len(fields) > 1 else "hidden"
+        check(
+            s.dim() == dims,
+            f"For {'batched' if batched else 'unbatched'} {dims}-D input, {label} "
+            f"({name}) should also be {dims}-D but got {s.dim()}-D tensor",
+        )
+        if batched:
+            check(
+                s.shape[-2] == prefix[-1],
+                f"Input batch size {prefix[-1]} doesn't match {label} ({name}) batch size {s.shape[-2]}. "
+                f"Expected {label} size {(*prefix, n)}, got {list(s.shape)}",
+            )
+        expected = (*prefix, n)
+        check(tuple(s.shape) == expected, f"Expected {label} size {expected}, got {list(s.shape)}")
+        check(
+            s.dtype == like.dtype and s.device == like.device,
+            f"state {name} must have the input's dtype and device ({like.dtype}, {like.device}), "
+            f"got ({s.dtype}, {s.device})",
+        )
+    return state
 
 
 class Cell(nn.Module):
@@ -118,10 +174,26 @@ class Cell(nn.Module):
         return map_state(lambda n: torch.zeros(batch_size, n, dtype=dtype, device=device), self.state_size)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """``step`` with a zero state by default."""
+        """One checked step: ``x`` (B, input_size) or unbatched (input_size,); ``state`` as
+        :meth:`init_state` (zeros if omitted). ``step`` itself checks nothing, for speed in loops."""
+        who = type(self).__name__
+        check_tensor(x, self, who)
+        check(x.dim() in (1, 2), f"{who}: Expected input to be 1D or 2D, got {x.dim()}D instead")
+        check(
+            x.shape[-1] == self.input_size,
+            f"{who}: input has inconsistent input_size: got {x.shape[-1]} expected {self.input_size}",
+        )
+        batched = x.dim() == 2
+        x = x if batched else x.unsqueeze(0)
         if state is None:
             state = self.init_state(x.shape[0], dtype=x.dtype, device=x.device)
-        return self.step(x, state)
+        else:
+            state = check_state(state, self.state_size, x.shape[:1] if batched else (), x, who, batched)
+            state = state if batched else map_state(lambda s: s.unsqueeze(0), state)
+        y, state = self.step(x, state)
+        if not batched:
+            y, state = y.squeeze(0), map_state(lambda s: s.squeeze(0), state)
+        return y, state
 
     def with_input_size(self, input_size: int) -> Cell:
         """A new, freshly initialised cell like this one but reading ``input_size`` features."""

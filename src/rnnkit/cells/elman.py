@@ -8,7 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, activation, check_size, param
+from ..errors import check_int
+from .base import Cell, activation, param
 
 
 class ElmanCell(Cell):
@@ -46,10 +47,10 @@ class ElmanCell(Cell):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        check_size("input_size", input_size)
-        check_size("hidden_size", hidden_size)
+        check_int("input_size", input_size)
+        check_int("hidden_size", hidden_size)
         if readout_size is not None:
-            check_size("readout_size", readout_size)
+            check_int("readout_size", readout_size)
         kw = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size = input_size, hidden_size
         self.nonlinearity = nonlinearity

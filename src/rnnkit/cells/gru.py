@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, check_size, param
+from ..errors import check_int
+from .base import Cell, param
 
 
 class GRUCell(Cell):
@@ -41,8 +42,8 @@ class GRUCell(Cell):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        check_size("input_size", input_size)
-        check_size("hidden_size", hidden_size)
+        check_int("input_size", input_size)
+        check_int("hidden_size", hidden_size)
         kw = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.reset_after = input_size, hidden_size, reset_after
         self.weight_ih = param((3 * hidden_size, input_size), kw)

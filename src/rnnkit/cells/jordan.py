@@ -8,7 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, activation, check_size, param
+from ..errors import check_int
+from .base import Cell, activation, param
 
 
 class JordanCell(Cell):
@@ -44,9 +45,9 @@ class JordanCell(Cell):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        check_size("input_size", input_size)
-        check_size("hidden_size", hidden_size)
-        check_size("output_size", output_size)
+        check_int("input_size", input_size)
+        check_int("hidden_size", hidden_size)
+        check_int("output_size", output_size)
         kw = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.nonlinearity, self.output_activation = nonlinearity, output_activation

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, LSTMState, check_size, param
+from ..errors import check_int
+from .base import Cell, LSTMState, param
 
 
 class LSTMCell(Cell):
@@ -53,16 +55,18 @@ class LSTMCell(Cell):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        check_size("input_size", input_size)
-        check_size("hidden_size", hidden_size)
-        check_size("proj_size", proj_size, minimum=0)
+        check_int("input_size", input_size)
+        check_int("hidden_size", hidden_size)
+        check_int("proj_size", proj_size, minimum=0)
         if proj_size >= hidden_size:
             raise ValueError(
                 f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
                 f"and hidden_size={hidden_size}"
             )
+        if forget_bias is not None and (isinstance(forget_bias, bool) or not isinstance(forget_bias, Real)):
+            raise TypeError(f"forget_bias should be a real number or None, got: {type(forget_bias).__name__}")
         if forget_bias is not None and not bias:
-            raise ValueError("forget_bias needs bias=True")
+            raise ValueError(f"forget_bias needs bias=True (got forget_bias={forget_bias}, bias={bias})")
         kw = {"device": device, "dtype": dtype}
         H, R = hidden_size, proj_size or hidden_size
         self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from ..cells.base import Cell, State, map_state, stack_states, state_fields
-from ..errors import InputError, check
+from ..cells.base import Cell, State, check_state, check_tensor, map_state, stack_states
+from ..errors import InputError, check, check_bool, check_int, check_probability
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "concat": lambda a, b: torch.cat([a, b], -1),
@@ -69,6 +70,11 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         self._configure(num_layers, bidirectional, merge, dropout, batch_first)
+        if isinstance(cell, nn.Module) and not isinstance(cell, Cell):
+            raise TypeError(
+                f"cell must be a Cell or a factory, got {type(cell).__name__}: a torch.nn module is not "
+                "an rnnkit Cell (it has no step()); use rnnkit.ElmanCell/GRUCell/LSTMCell instead"
+            )
         if isinstance(cell, Cell):
             if input_size is not None and input_size != cell.input_size:
                 raise ValueError(
@@ -81,6 +87,11 @@ class Recurrent(nn.Module):
             first, make = cell(input_size), cell
             if not isinstance(first, Cell):
                 raise TypeError(f"the factory must return a Cell, got {type(first).__name__}")
+            if first.input_size != input_size:
+                raise ValueError(
+                    f"the factory was asked for a cell with input_size={input_size} and returned one "
+                    f"with input_size={first.input_size}"
+                )
         else:
             raise TypeError(f"cell must be a Cell or a factory, got {type(cell).__name__}")
         cells = [first]
@@ -91,23 +102,30 @@ class Recurrent(nn.Module):
         self.input_size = first.input_size
 
     def _configure(
-        self, num_layers: int, bidirectional: bool, merge: str, dropout: float, batch_first: bool
+        self,
+        num_layers: int,
+        bidirectional: bool,
+        merge: str,
+        dropout: float,
+        batch_first: bool,
+        stacklevel: int = 3,
     ) -> None:
         """Check and set the options shared with the torch drop-ins."""
-        if not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(
-                "dropout should be a number in range [0, 1] representing the probability of an "
-                f"element being zeroed, got {dropout!r}"
+        num_layers = check_int("num_layers", num_layers)
+        dropout = check_probability("dropout", dropout)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                f"num_layers={num_layers}",
+                stacklevel=stacklevel,
             )
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
-        for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
+        check_bool("bidirectional", bidirectional)
+        check_bool("batch_first", batch_first)
         self.num_layers, self.bidirectional, self.merge = num_layers, bidirectional, merge
-        self.dropout, self.batch_first = float(dropout), batch_first
+        self.dropout, self.batch_first = dropout, batch_first
         self.num_directions = 2 if bidirectional else 1
 
     def _layer_input(self, cell: Cell) -> int:
@@ -187,19 +205,7 @@ class Recurrent(nn.Module):
         return type(self).__name__
 
     def _check_input(self, x: Tensor, cell: Cell) -> None:
-        weight = next(cell.parameters(), None)
-        if weight is not None:
-            check(
-                x.dtype == weight.dtype,
-                f"{self._name()} input dtype ({x.dtype}) does not match weight dtype "
-                f"({weight.dtype}). Convert input: input.to({weight.dtype}), or convert model: "
-                f"model.to({x.dtype})",
-            )
-            check(
-                x.device == weight.device,
-                f"{self._name()} input is on {x.device} but the weights are on {weight.device}; "
-                f"move one of them: input.to('{weight.device}') or model.to('{x.device}')",
-            )
+        check_tensor(x, cell, self._name())
         check(
             x.shape[-1] == self.input_size,
             f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}",
@@ -209,11 +215,14 @@ class Recurrent(nn.Module):
     def _check_lengths(self, lengths: Any, T: int, B: int, device: torch.device) -> Tensor:
         if not isinstance(lengths, Tensor):
             try:
-                lengths = torch.as_tensor(lengths)
-            except (TypeError, ValueError) as e:
+                lengths = torch.as_tensor(lengths, dtype=torch.long if len(lengths) == 0 else None)
+            except (TypeError, ValueError, RuntimeError) as e:
                 raise InputError(f"lengths must be a 1-D tensor of {B} integers: {e}") from None
         check(
-            lengths.dim() == 1 and not lengths.is_floating_point() and not lengths.is_complex(),
+            lengths.dim() == 1
+            and not lengths.is_floating_point()
+            and not lengths.is_complex()
+            and lengths.dtype != torch.bool,
             f"lengths must be a 1-D integer tensor of shape ({B},), got "
             f"{lengths.dtype} of shape {tuple(lengths.shape)}",
         )
@@ -229,42 +238,8 @@ class Recurrent(nn.Module):
 
     def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
         """Check a user's initial state; return it batched, in the cell's state structure."""
-        size = cell.state_size
         K = self.num_layers * self.num_directions
-        if isinstance(size, tuple):  # structured state, e.g. LSTM (h, c)
-            names = ", ".join(size._fields)
-            check(
-                isinstance(state, (tuple, list)) and len(state) == len(size),
-                f"{self._name()} expects the state as a tuple ({names}) of tensors, got "
-                + (f"a tuple of {len(state)}" if isinstance(state, (tuple, list)) else type(state).__name__),
-            )
-            state = type(size)(*state)
-            fields = list(zip(size._fields, state, size, strict=True))
-        else:
-            check(
-                isinstance(state, Tensor),
-                f"{self._name()} expects the state as one tensor, got {type(state).__name__}",
-            )
-            fields = [("hx", state, size)]
-        dims = 3 if batched else 2
-        for i, (name, s, n) in enumerate(fields):
-            check(isinstance(s, Tensor), f"state {name} must be a tensor, got {type(s).__name__}")
-            label = f"hidden[{i}]" if len(fields) > 1 else "hidden"
-            check(
-                s.dim() == dims,
-                f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, {label} ({name}) "
-                f"should also be {dims}-D but got {s.dim()}-D tensor",
-            )
-            expected = (K, B, n) if batched else (K, n)
-            check(
-                tuple(s.shape) == expected,
-                f"Expected {label} size {expected}, got {list(s.shape)}",
-            )
-            check(
-                s.dtype == x.dtype and s.device == x.device,
-                f"state {name} must have the input's dtype and device ({x.dtype}, {x.device}), "
-                f"got ({s.dtype}, {s.device})",
-            )
+        state = check_state(state, cell.state_size, (K, B) if batched else (K,), x, self._name(), batched)
         return state if batched else map_state(lambda s: s.unsqueeze(1), state)
 
 
@@ -315,4 +290,4 @@ def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
     return PackedSequence(y[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
-__all__ = ["Recurrent", "reverse_padded", "run_cell", "state_fields"]
+__all__ = ["Recurrent", "pack_like", "reverse_padded", "run_cell"]

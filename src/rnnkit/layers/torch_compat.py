@@ -11,7 +11,7 @@ forward, so swapping or reassigning parameters (``load_state_dict(assign=True)``
 from __future__ import annotations
 
 import math
-import warnings
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, ElmanCell, GRUCell, LSTMCell
 from ..cells.base import State
+from ..errors import check_bool, check_int
 from .recurrent import Recurrent
 
 
@@ -43,39 +44,23 @@ class _TorchRNN(Recurrent):
         dtype: Any = None,
     ) -> None:
         nn.Module.__init__(self)
-        # torch's checks, in torch's order and wording
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        # torch's checks, in torch's wording
+        check_bool("bias", bias)
+        input_size = check_int("input_size", input_size)
+        hidden_size = check_int("hidden_size", hidden_size)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
+            raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+        if proj_size < 0:
             raise ValueError(
-                "dropout should be a number in range [0, 1] representing the probability of an "
-                f"element being zeroed, got {dropout!r}"
-            )
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero "
-                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
-                f"num_layers={num_layers}",
-                stacklevel=3,
-            )
-        for name, flag in (("bias", bias), ("batch_first", batch_first)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
-        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, int) or isinstance(size, bool):
-                raise TypeError(f"{name} should be of type int, got: {type(size).__name__}")
-            if size <= 0:
-                raise ValueError(f"{name} must be greater than zero, got {size}")
-        if not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
-        if not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(
-                f"proj_size should be a positive integer or zero to disable projections, got {proj_size!r}"
+                f"proj_size should be a positive integer or zero to disable projections, got {proj_size}"
             )
         if proj_size >= hidden_size:
             raise ValueError(
                 f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
                 f"hidden_size={hidden_size}"
             )
-        self._configure(num_layers, bidirectional, "concat", dropout, batch_first)
+        # stacklevel 4: the warning points at the user's line (user -> LSTM -> _TorchRNN -> here)
+        self._configure(num_layers, bidirectional, "concat", dropout, batch_first, stacklevel=4)
         self.input_size, self.hidden_size, self.proj_size, self.bias = (
             input_size,
             hidden_size,
@@ -88,7 +73,7 @@ class _TorchRNN(Recurrent):
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
         real_hidden = proj_size or hidden_size
-        for layer in range(num_layers):
+        for layer in range(self.num_layers):
             for direction in range(self.num_directions):
                 layer_input = input_size if layer == 0 else real_hidden * self.num_directions
                 template = self._make_cell(layer_input, device="meta", dtype=dtype)
@@ -211,6 +196,32 @@ class LSTM(_TorchRNN):
 
     mode = "LSTM"
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device=device,
+            dtype=dtype,
+        )
+
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
         return LSTMCell(input_size, self.hidden_size, self.bias, self.proj_size, **factory)
 
@@ -220,10 +231,34 @@ class GRU(_TorchRNN):
 
     mode = "GRU"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "proj_size" in kwargs or len(args) > 7:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        super().__init__(*args, **kwargs)
+        if kwargs:
+            raise TypeError(f"GRU got unexpected keyword arguments {sorted(kwargs)}")
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device=device,
+            dtype=dtype,
+        )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
         return GRUCell(input_size, self.hidden_size, self.bias, reset_after=True, **factory)
