@@ -199,6 +199,9 @@ class Cell(nn.Module):
         """A new, freshly initialised cell like this one but reading ``input_size`` features."""
         arguments = copy.copy(self._init_args)
         arguments["input_size"] = input_size
+        weight = next(self.parameters(), None)
+        if weight is not None and "dtype" in arguments:  # follow .to() / .double() since construction
+            arguments["dtype"], arguments["device"] = weight.dtype, weight.device
         return type(self)(**arguments)
 
     def reset_parameters(self) -> None:

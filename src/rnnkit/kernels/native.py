@@ -35,15 +35,16 @@ def native_op(cell: Cell) -> str | None:
         op = f"rnn_{cell.nonlinearity}"
     else:
         return None
-    # one op runs the whole stack: every cell must agree on having biases
     return op if _OPS[op] is not None else None
 
 
 def stack_is_native(cells: Sequence[Cell], merge: str) -> str | None:
-    """The op that runs this whole stack, if torch has one: same op, concat merge, uniform biases."""
+    """The op that runs this whole stack, if torch has one: one op for every cell, concat merge, and
+    every cell with biases or none (torch passes one ``has_biases`` flag for the stack)."""
     ops = {native_op(c) for c in cells}
-    biased = {c.bias_ih is not None for c in cells}
-    if len(ops) != 1 or None in ops or len(biased) != 1 or merge != "concat":
+    if len(ops) != 1 or None in ops or merge != "concat":
+        return None
+    if len({c.bias_ih is not None for c in cells}) != 1:
         return None
     return ops.pop()
 

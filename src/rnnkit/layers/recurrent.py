@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..cells.base import Cell, State, check_state, check_tensor, map_state, stack_states
 from ..errors import InputError, check, check_bool, check_int, check_probability
+from ..kernels.native import run_native, stack_is_native
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "concat": lambda a, b: torch.cat([a, b], -1),
@@ -20,6 +21,9 @@ MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mean": lambda a, b: (a + b) / 2,
     "mul": torch.mul,
 }
+
+
+IMPLS = ("auto", "native", "reference")
 
 
 class Recurrent(nn.Module):
@@ -44,6 +48,9 @@ class Recurrent(nn.Module):
         dropout: dropout on each layer's output except the last (training mode only), as torch.
         batch_first: input and output are (B, T, F) instead of (T, B, F).
         input_size: layer 0's input size; required with a factory, checked against a cell.
+        impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
+            own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
+            Elman, merge="concat"), or "reference" (the readable loop over ``cell.step``).
 
     Forward:
         input: (T, B, F), (B, T, F) with batch_first, (T, F) unbatched, or a PackedSequence.
@@ -67,9 +74,10 @@ class Recurrent(nn.Module):
         dropout: float = 0.0,
         batch_first: bool = False,
         input_size: int | None = None,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
-        self._configure(num_layers, bidirectional, merge, dropout, batch_first)
+        self._configure(num_layers, bidirectional, merge, dropout, batch_first, impl)
         if isinstance(cell, nn.Module) and not isinstance(cell, Cell):
             raise TypeError(
                 f"cell must be a Cell or a factory, got {type(cell).__name__}: a torch.nn module is not "
@@ -108,6 +116,7 @@ class Recurrent(nn.Module):
         merge: str,
         dropout: float,
         batch_first: bool,
+        impl: str = "auto",
         stacklevel: int = 3,
     ) -> None:
         """Check and set the options shared with the torch drop-ins."""
@@ -122,6 +131,9 @@ class Recurrent(nn.Module):
             )
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
         check_bool("bidirectional", bidirectional)
         check_bool("batch_first", batch_first)
         self.num_layers, self.bidirectional, self.merge = num_layers, bidirectional, merge
@@ -172,32 +184,55 @@ class Recurrent(nn.Module):
             if not packed and bool((lengths == T).all()):
                 lengths = None  # no padding: skip the masks
         if state is None:
-            states: list[State | None] = [None] * len(cells)
+            states = [c.init_state(B, dtype=x.dtype, device=x.device) for c in cells]
         else:
             state = self._check_state(state, cells[0], B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 
-        finals = []
-        for layer in range(self.num_layers):
-            outs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                s0 = states[k]
-                if s0 is None:
-                    s0 = cells[k].init_state(B, dtype=x.dtype, device=x.device)
-                y, sT = run_cell(cells[k], x, s0, lengths, reverse=direction == 1)
-                outs.append(y)
-                finals.append(sT)
-            x = outs[0] if len(outs) == 1 else MERGES[self.merge](*outs)
-            if layer < self.num_layers - 1 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
-        final = stack_states(finals)
+        op = self._native_op(cells)
+        if op is not None:
+            x, final = run_native(
+                op, cells, x, stack_states(states), lengths, self.num_layers, self.bidirectional,
+                self.dropout, self.training,
+            )  # fmt: skip
+        else:
+            x, final = self._run_reference(cells, x, states, lengths)
 
         if packed:
             return pack_like(x, input), final
         if not batched:
             return x.squeeze(1), map_state(lambda s: s.squeeze(1), final)
         return (x.transpose(0, 1) if self.batch_first else x), final
+
+    def _native_op(self, cells: Sequence[Cell]) -> str | None:
+        """torch's fused op for this stack, when the impl switch allows it and the model is torch's."""
+        if self.impl == "reference":
+            return None
+        op = stack_is_native(cells, self.merge)
+        if op is None and self.impl == "native":
+            raise InputError(
+                f"impl='native' needs a stack torch implements itself (plain LSTM, reset-after GRU, "
+                f"tanh/relu Elman without readout, merge='concat'); got {type(cells[0]).__name__} "
+                f"with merge={self.merge!r}. Use impl='auto' or 'reference'."
+            )
+        return op
+
+    def _run_reference(
+        self, cells: Sequence[Cell], x: Tensor, states: list[State], lengths: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """The readable path: each layer and direction through ``run_cell``, merge, dropout."""
+        finals = []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                y, final = run_cell(cells[k], x, states[k], lengths, reverse=direction == 1)
+                outs.append(y)
+                finals.append(final)
+            x = outs[0] if len(outs) == 1 else MERGES[self.merge](*outs)
+            if layer < self.num_layers - 1 and self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+        return x, stack_states(finals)
 
     # -- input checks: each names what was expected and what came --------------------------------
 

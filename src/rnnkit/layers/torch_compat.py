@@ -42,6 +42,7 @@ class _TorchRNN(Recurrent):
         proj_size: int = 0,
         device: Any = None,
         dtype: Any = None,
+        impl: str = "auto",
     ) -> None:
         nn.Module.__init__(self)
         # torch's checks, in torch's wording
@@ -60,7 +61,7 @@ class _TorchRNN(Recurrent):
                 f"hidden_size={hidden_size}"
             )
         # stacklevel 4: the warning points at the user's line (user -> LSTM -> _TorchRNN -> here)
-        self._configure(num_layers, bidirectional, "concat", dropout, batch_first, stacklevel=4)
+        self._configure(num_layers, bidirectional, "concat", dropout, batch_first, impl, stacklevel=4)
         self.input_size, self.hidden_size, self.proj_size, self.bias = (
             input_size,
             hidden_size,
@@ -163,6 +164,7 @@ class RNN(_TorchRNN):
         bidirectional: bool = False,
         device: Any = None,
         dtype: Any = None,
+        impl: str = "auto",
         **kwargs: Any,
     ) -> None:
         if "proj_size" in kwargs:
@@ -183,6 +185,7 @@ class RNN(_TorchRNN):
             bidirectional,
             device=device,
             dtype=dtype,
+            impl=impl,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
@@ -208,6 +211,7 @@ class LSTM(_TorchRNN):
         proj_size: int = 0,
         device: Any = None,
         dtype: Any = None,
+        impl: str = "auto",
     ) -> None:
         super().__init__(
             input_size,
@@ -220,6 +224,7 @@ class LSTM(_TorchRNN):
             proj_size,
             device=device,
             dtype=dtype,
+            impl=impl,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
@@ -242,6 +247,7 @@ class GRU(_TorchRNN):
         bidirectional: bool = False,
         device: Any = None,
         dtype: Any = None,
+        impl: str = "auto",
         **kwargs: Any,
     ) -> None:
         if "proj_size" in kwargs:
@@ -258,6 +264,7 @@ class GRU(_TorchRNN):
             bidirectional,
             device=device,
             dtype=dtype,
+            impl=impl,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
