@@ -13,7 +13,9 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..cells.base import Cell, State, check_state, check_tensor, map_state, stack_states
 from ..errors import InputError, check, check_bool, check_int, check_probability
-from ..kernels.native import run_native, stack_is_native
+from ..kernels.dispatch import IMPLS, plan
+from ..kernels.masks import reverse_padded, step_mask
+from ..kernels.native import run_native
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "concat": lambda a, b: torch.cat([a, b], -1),
@@ -21,9 +23,6 @@ MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mean": lambda a, b: (a + b) / 2,
     "mul": torch.mul,
 }
-
-
-IMPLS = ("auto", "native", "reference")
 
 
 class Recurrent(nn.Module):
@@ -50,7 +49,8 @@ class Recurrent(nn.Module):
         input_size: layer 0's input size; required with a factory, checked against a cell.
         impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
             own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
-            Elman, merge="concat"), or "reference" (the readable loop over ``cell.step``).
+            Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT), or
+            "reference" (the readable loop over ``cell.step``). See ``kernels/dispatch.py``.
 
     Forward:
         input: (T, B, F), (B, T, F) with batch_first, (T, F) unbatched, or a PackedSequence.
@@ -189,14 +189,12 @@ class Recurrent(nn.Module):
             state = self._check_state(state, cells[0], B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 
-        op = self._native_op(cells)
-        if op is not None:
-            x, final = run_native(
-                op, cells, x, stack_states(states), lengths, self.num_layers, self.bidirectional,
-                self.dropout, self.training,
-            )  # fmt: skip
+        chosen = plan(cells, self.merge, self.impl, run_cell)
+        if chosen.native_op is not None:
+            stack = (self.num_layers, self.bidirectional, self.dropout, self.training)
+            x, final = run_native(chosen.native_op, cells, x, stack_states(states), lengths, *stack)
         else:
-            x, final = self._run_reference(cells, x, states, lengths)
+            x, final = self._run_layers(chosen.runners, x, states, lengths)
 
         if packed:
             return pack_like(x, input), final
@@ -204,29 +202,18 @@ class Recurrent(nn.Module):
             return x.squeeze(1), map_state(lambda s: s.squeeze(1), final)
         return (x.transpose(0, 1) if self.batch_first else x), final
 
-    def _native_op(self, cells: Sequence[Cell]) -> str | None:
-        """torch's fused op for this stack, when the impl switch allows it and the model is torch's."""
-        if self.impl == "reference":
-            return None
-        op = stack_is_native(cells, self.merge)
-        if op is None and self.impl == "native":
-            raise InputError(
-                f"impl='native' needs a stack torch implements itself (plain LSTM, reset-after GRU, "
-                f"tanh/relu Elman without readout, merge='concat'); got {type(cells[0]).__name__} "
-                f"with merge={self.merge!r}. Use impl='auto' or 'reference'."
-            )
-        return op
-
-    def _run_reference(
-        self, cells: Sequence[Cell], x: Tensor, states: list[State], lengths: Tensor | None
+    def _run_layers(
+        self, runners: Sequence[Callable], x: Tensor, states: list[State], lengths: Tensor | None
     ) -> tuple[Tensor, State]:
-        """The readable path: each layer and direction through ``run_cell``, merge, dropout."""
+        """Each layer and direction through its runner (``run_cell`` or a fused kernel), then merge
+        the directions and apply dropout between layers."""
+        cells = self.layer_cells()
         finals = []
         for layer in range(self.num_layers):
             outs = []
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
-                y, final = run_cell(cells[k], x, states[k], lengths, reverse=direction == 1)
+                y, final = runners[k](cells[k], x, states[k], lengths, reverse=direction == 1)
                 outs.append(y)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else MERGES[self.merge](*outs)
@@ -292,9 +279,7 @@ def run_cell(
     """
     if reverse:
         x = reverse_padded(x, lengths)
-    alive = None
-    if lengths is not None:  # (T, B, 1): step t is inside sequence b
-        alive = (torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :])[..., None]
+    alive = step_mask(x.shape[0], lengths)
     ys = []
     for t in range(x.shape[0]):
         y, new = cell.step(x[t], state)
@@ -305,15 +290,6 @@ def run_cell(
         state = new
     y = torch.stack(ys)
     return (reverse_padded(y, lengths) if reverse else y), state
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence within its own length; padding stays at the end. x: (T, B, ...)."""
-    if lengths is None:
-        return x.flip(0)
-    t = torch.arange(x.shape[0], device=x.device)[:, None]  # (T, 1)
-    index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
-    return x.gather(0, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
 def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
