@@ -6,7 +6,7 @@ The structure is the one cuDNN and haste use:
   recurrent part (weights packed once, see ``packed.py``) and the pointwise gate math;
 - backward: the reverse loop only propagates ``dL/dh`` (one GEMM per step) and stores the gate
   gradients; the weight and input gradients are then three big GEMMs over all steps at once.
-Under ``torch.no_grad()`` nothing is saved for backward.
+Under ``torch.no_grad()`` no autograd graph is built (the step buffers are still written).
 
 Each kernel computes exactly its cell's ``step`` (same parameters, same equations) and is tested
 against the reference loop (values, gradients, gradcheck in float64) in ``tests/test_fused.py``.
@@ -27,36 +27,44 @@ from ..cells.base import State
 from .masks import reverse_padded, step_mask
 from .packed import linear
 
-# activation, and its derivative written in terms of the activation's *output* y
+# activation (in place), and its derivative written in terms of the activation's *output* y
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-    "tanh": (torch.tanh, lambda y: 1 - y * y),
-    "sigmoid": (torch.sigmoid, lambda y: y * (1 - y)),
-    "relu": (torch.relu, lambda y: (y > 0).to(y.dtype)),
+    "tanh": (torch.tanh_, lambda y: 1 - y * y),
+    "sigmoid": (torch.sigmoid_, lambda y: y * (1 - y)),
+    "relu": (torch.relu_, lambda y: (y > 0).to(y.dtype)),
     "identity": (lambda v: v, torch.ones_like),
 }
-
-
-def _keep(alive: Tensor | None, t: int, new: Tensor, old: Tensor) -> Tensor:
-    return new if alive is None else torch.where(alive[t], new, old)
 
 
 def _flat(t: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
+def _project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """The input projection of all steps at once: (T, B, F) -> (T, B, G), one big GEMM."""
+    T, B, _ = x.shape
+    return linear(w, T * B)(_flat(x), b).view(T, B, -1)
+
+
+def _freeze(alive: Tensor | None, t: int, new: Tensor, old: Tensor) -> None:
+    """Past its end a sequence keeps its state: new <- old there (in place)."""
+    if alive is not None:
+        torch.where(alive[t], new, old, out=new)
+
+
 # -- Elman -------------------------------------------------------------------------------------------
 
 
 def _elman_forward(x, h0, w_ih, w_hh, b, alive, act):
-    """x (T, B, F), h0 (B, H) -> hs (T+1, B, H): hs[0] = h0, hs[t+1] = phi(x_t W_ih^T + b + hs[t] W_hh^T)."""
-    T, B, _ = x.shape
+    """hs (T+1, B, H): hs[0] = h0, hs[t+1] = phi(x_t W_ih^T + b + hs[t] W_hh^T)."""
     phi = ACTIVATIONS[act][0]
-    xw = (torch.addmm(b, _flat(x), w_ih.t()) if b is not None else _flat(x) @ w_ih.t()).view(T, B, -1)
-    rec = linear(w_hh, B)
-    hs = x.new_empty(T + 1, B, h0.shape[-1])
+    xw = _project(x, w_ih, b)
+    rec = linear(w_hh, x.shape[1])
+    hs = x.new_empty(x.shape[0] + 1, *h0.shape)
     hs[0] = h0
-    for t in range(T):
-        hs[t + 1] = _keep(alive, t, phi(xw[t] + rec(hs[t], None)), hs[t])
+    for t in range(x.shape[0]):
+        phi(torch.add(xw[t], rec(hs[t], None), out=hs[t + 1]))
+        _freeze(alive, t, hs[t + 1], hs[t])
     return hs
 
 
@@ -71,22 +79,20 @@ class ElmanScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_last):
         x, w_ih, w_hh, hs, alive = ctx.saved_tensors
-        dphi = ACTIVATIONS[ctx.act][1]
         T, B, H = dy.shape
+        dphi = ACTIVATIONS[ctx.act][1]
         back = linear(w_hh.t(), B)  # dh_{t-1} = dz_t W_hh
         dz = torch.empty_like(dy)
         dh = dh_last
         for t in reversed(range(T)):
-            g = (dh + dy[t]) * dphi(hs[t + 1])
-            if alive is not None:  # a finished sequence passes dh through untouched
+            g = dh + dy[t]
+            if alive is not None:  # a finished sequence: no gradient into its (frozen) steps
                 g = torch.where(alive[t], g, 0.0)
-                dz[t] = g
-                dh = torch.where(alive[t], back(g, None), dh)
-            else:
-                dz[t] = g
-                dh = back(g, None)
+            torch.mul(g, dphi(hs[t + 1]), out=dz[t])
+            step = back(dz[t], None)
+            dh = step if alive is None else torch.where(alive[t], step, dh)
         dzf = _flat(dz)
-        dx = (dzf @ w_ih).view_as(x)
+        dx = linear(w_ih.t(), T * B)(dzf, None).view_as(x)
         dw_ih, dw_hh = dzf.t() @ _flat(x), dzf.t() @ _flat(hs[:-1])
         db = dzf.sum(0) if ctx.has_bias else None
         return dx, dh, dw_ih, dw_hh, db, None, None
@@ -109,12 +115,12 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> t
 # -- GRU ---------------------------------------------------------------------------------------------
 
 
-def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after, save):
-    """Returns hs (T+1, B, H) and, if ``save``, the gate buffers (r, z, n, m) each (T, B, H), where m is
-    ``h W_hn^T + b_hn`` (reset_after) or ``r * h`` (textbook form)."""
+def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after):
+    """Returns hs (T+1, B, H) and the gates saved for backward: rz (T, B, 2H) = sigmoid of the r and z
+    pre-activations, n (T, B, H), and m (T, B, H) = ``h W_hn^T + b_hn`` (reset_after) or ``r * h``."""
     T, B, _ = x.shape
     H = h0.shape[-1]
-    xw = (torch.addmm(b_ih, _flat(x), w_ih.t()) if b_ih is not None else _flat(x) @ w_ih.t()).view(T, B, -1)
+    xw = _project(x, w_ih, b_ih)
     if reset_after:
         rec = linear(w_hh, B)
     else:
@@ -122,80 +128,85 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after, save):
         b_rz, b_n = (b_hh[: 2 * H], b_hh[2 * H :]) if b_hh is not None else (None, None)
     hs = x.new_empty(T + 1, B, H)
     hs[0] = h0
-    gates = x.new_empty(4, T, B, H) if save else None
+    rz_all, n_all, m_all = x.new_empty(T, B, 2 * H), x.new_empty(T, B, H), x.new_empty(T, B, H)
     for t in range(T):
-        h = hs[t]
-        x_r, x_z, x_n = xw[t].chunk(3, -1)
-        if reset_after:
-            h_r, h_z, m = rec(h, b_hh).chunk(3, -1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            n = torch.tanh(x_n + r * m)
-        else:
-            h_r, h_z = rec_rz(h, b_rz).chunk(2, -1)
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            m = r * h
-            n = torch.tanh(x_n + rec_n(m, b_n))
-        hs[t + 1] = _keep(alive, t, n + z * (h - n), h)
-        if save:
-            gates[0, t], gates[1, t], gates[2, t], gates[3, t] = r, z, n, m
-    return hs, gates
+        h, rz, n, m = hs[t], rz_all[t], n_all[t], m_all[t]
+        if reset_after:  # n = tanh(x_n + r * (h W_hn^T + b_hn))
+            hw = rec(h, b_hh)
+            torch.add(xw[t, :, : 2 * H], hw[:, : 2 * H], out=rz).sigmoid_()
+            m.copy_(hw[:, 2 * H :])
+            torch.addcmul(xw[t, :, 2 * H :], rz[:, :H], m, out=n).tanh_()
+        else:  # n = tanh(x_n + (r * h) W_hn^T + b_hn)
+            torch.add(xw[t, :, : 2 * H], rec_rz(h, b_rz), out=rz).sigmoid_()
+            torch.mul(rz[:, :H], h, out=m)
+            torch.add(xw[t, :, 2 * H :], rec_n(m, b_n), out=n).tanh_()
+        torch.lerp(n, h, rz[:, H:], out=hs[t + 1])  # h_t = n + z (h_{t-1} - n) = z h + (1 - z) n
+        _freeze(alive, t, hs[t + 1], h)
+    return hs, rz_all, n_all, m_all
 
 
 class GRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after):
-        hs, gates = _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after, save=True)
-        ctx.save_for_backward(x, w_ih, w_hh, hs, gates, alive)
+        hs, rz, n, m = _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after)
+        ctx.save_for_backward(x, w_ih, w_hh, hs, rz, n, m, alive)
         ctx.reset_after, ctx.has_bias = reset_after, b_ih is not None
         return hs[1:].clone(), hs[-1].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        x, w_ih, w_hh, hs, gates, alive = ctx.saved_tensors
+        x, w_ih, w_hh, hs, rz, n, m, alive = ctx.saved_tensors
         T, B, H = dy.shape
-        r_all, z_all, n_all, m_all = gates
-        dxg = dy.new_empty(T, B, 3 * H)  # gradients of the input-side pre-activations (r, z, n)
-        dhg = dy.new_empty(T, B, 3 * H)  # of the recurrent-side products (h W_hr, h W_hz, m or r*h W_hn)
+        h_prev = hs[:-1]
+        # Gradients of the pre-activations, written step by step into preallocated buffers (small
+        # per-step temporaries stay in the allocator's cache; big temporaries would page-fault).
+        dxg = dy.new_empty(T, B, 3 * H)  # of x W_ih^T + b_ih: [dr, dz, dn]
         if ctx.reset_after:
+            dm = dy.new_empty(T, B, 3 * H)  # of h W_hh^T + b_hh: [dr, dz, dn * r]
             back = linear(w_hh.t(), B)
         else:
             back_rz, back_n = linear(w_hh[: 2 * H].t(), B), linear(w_hh[2 * H :].t(), B)
         dh = dh_last
         for t in reversed(range(T)):
-            h, r, z, n, m = hs[t], r_all[t], z_all[t], n_all[t], m_all[t]
+            r, z, n_t, h = rz[t, :, :H], rz[t, :, H:], n[t], h_prev[t]
             g = dh + dy[t]  # dL/dh_t
             if alive is not None:
                 g = torch.where(alive[t], g, 0.0)
-            dn = g * (1 - z) * (1 - n * n)  # through h_t = n + z (h - n), then tanh
-            dz = g * (h - n) * z * (1 - z)
-            if ctx.reset_after:  # n = tanh(x_n + r * m)
-                dr = dn * m * r * (1 - r)
-                dhg[t] = torch.cat([dr, dz, dn * r], -1)
-                dh_prev = g * z + back(dhg[t], None)
+            dr, dz, dn = dxg[t, :, :H], dxg[t, :, H : 2 * H], dxg[t, :, 2 * H :]
+            # h_t = n + z (h - n):  dL/dn_pre = g (1 - z)(1 - n^2),  dL/dz_pre = g (h - n) z (1 - z)
+            torch.mul(g - g * z, 1 - n_t * n_t, out=dn)
+            torch.mul(g * (h - n_t), z - z * z, out=dz)
+            if ctx.reset_after:  # n = tanh(x_n + r * m):  dL/dr_pre = dn_pre m r (1 - r)
+                torch.mul(dn * m[t], r - r * r, out=dr)
+                dm[t, :, : 2 * H] = dxg[t, :, : 2 * H]
+                torch.mul(dn, r, out=dm[t, :, 2 * H :])
+                step = torch.addcmul(back(dm[t], None), g, z)
             else:  # n = tanh(x_n + (r * h) W_hn^T + b_hn)
-                drh = back_n(dn, None)
-                dr = drh * h * r * (1 - r)
-                dhg[t] = torch.cat([dr, dz, dn], -1)
-                dh_prev = g * z + drh * r + back_rz(dhg[t, :, : 2 * H], None)
-            dxg[t] = torch.cat([dr, dz, dn], -1)
-            dh = dh_prev if alive is None else torch.where(alive[t], dh_prev, dh)
-        dxf, dhf = _flat(dxg), _flat(dhg)
-        dx = (dxf @ w_ih).view_as(x)
-        dw_ih = dxf.t() @ _flat(x)
+                drh = back_n(dn.contiguous(), None)  # dL/d(r * h)
+                torch.mul(drh * h, r - r * r, out=dr)
+                step = torch.addcmul(back_rz(dxg[t, :, : 2 * H].contiguous(), None), g, z)
+                step.addcmul_(drh, r)
+            dh = step if alive is None else torch.where(alive[t], step, dh)
+        dxg = _flat(dxg)
+        dx = linear(w_ih.t(), T * B)(dxg, None).view_as(x)
+        dw_ih = dxg.t() @ _flat(x)
         if ctx.reset_after:
-            dw_hh = dhf.t() @ _flat(hs[:-1])
-        else:  # the n block multiplies r * h, the r and z blocks multiply h
-            dw_hh = torch.cat([dhf[:, : 2 * H].t() @ _flat(hs[:-1]), dhf[:, 2 * H :].t() @ _flat(m_all)])
-        db_ih = dxf.sum(0) if ctx.has_bias else None
-        db_hh = dhf.sum(0) if ctx.has_bias else None
-        return dx, dh, dw_ih, dw_hh, db_ih, db_hh, None, None
+            dmf = _flat(dm)
+            dw_hh, db_hh = dmf.t() @ _flat(h_prev), dmf.sum(0)
+        else:  # the r and z blocks multiply h, the n block multiplies r * h
+            drzf, dnf = dxg[:, : 2 * H], dxg[:, 2 * H :]
+            dw_hh = torch.cat([drzf.t() @ _flat(h_prev), dnf.t() @ _flat(m)])
+            db_hh = dxg.sum(0)
+        if not ctx.has_bias:
+            return dx, dh, dw_ih, dw_hh, None, None, None, None
+        return dx, dh, dw_ih, dw_hh, dxg.sum(0), db_hh, None, None
 
 
 def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
     args = (x, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, alive, cell.reset_after)
     if _needs_grad(args):
         return GRUScan.apply(*args)
-    hs, _ = _gru_forward(*args, save=False)
+    hs = _gru_forward(*args)[0]
     return hs[1:], hs[-1]
 
 
