@@ -135,3 +135,25 @@ def test_auto_dropin_matches_torch_bitwise_with_packed_dropout(kind):
     torch.manual_seed(42)
     b = rk(x)
     assert torch.equal(a[0].data, b[0].data)
+
+
+@pytest.mark.parametrize(
+    "batch,hidden,dtype,grad,expected",
+    [
+        (64, 256, torch.float32, True, "fused"),  # big steps: oneDNN-packed fused kernel wins
+        (1, 32, torch.float32, True, "native"),  # tiny steps: torch's C++ loop wins
+        (4, 128, torch.float32, False, "native"),  # inference needs bigger steps to pay off
+        (16, 512, torch.float32, False, "fused"),
+        (64, 256, torch.float64, True, "native"),  # no packed float64 GEMM
+    ],
+)
+def test_auto_prefers_fused_gru_only_where_measured_faster(batch, hidden, dtype, grad, expected, monkeypatch):
+    import rnnkit.kernels.dispatch as dispatch
+
+    if not dispatch.MKLDNN and expected == "fused":
+        pytest.skip("this torch build has no oneDNN packed linear")
+    model = Recurrent(GRUCell(8, hidden)).to(dtype)
+    x = torch.randn(3, batch, 8, dtype=dtype)
+    with torch.set_grad_enabled(grad):
+        chosen = dispatch.plan(model.cells, "concat", "auto", None, x)
+    assert ("native" if chosen.native_op else "fused") == expected

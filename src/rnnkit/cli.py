@@ -58,6 +58,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the side-by-side benchmark grid and print a table (or one JSON object)."""
+    from rnnkit import bench
+
+    report = bench.run(
+        quick=args.quick, models=args.model or None, repeats=args.repeats, progress=not args.no_progress
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        m = report["machine"]
+        print(
+            f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
+            f"packed GEMM {report['packed_gemm_gflops']:.0f} GFLOP/s"
+        )
+        print(bench.table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnnkit import __version__  # no torch import: rnnkit's names load lazily
 
@@ -72,12 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="time rnnkit against torch.nn and a Python loop, side by side")
+    bench.add_argument("--quick", action="store_true", help="one grid point (T=100, B=64, H=256)")
+    bench.add_argument("--model", action="append", help="only this model (repeatable), e.g. LSTM, GRU")
+    bench.add_argument("--repeats", type=int, default=7, help="timed runs per contender (median; default 7)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("seq_len", "batch", "features", "hidden"):
+    for name in ("seq_len", "batch", "features", "hidden", "repeats"):
         if getattr(args, name, 1) < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2

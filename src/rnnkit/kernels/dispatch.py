@@ -3,7 +3,9 @@
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
 - "fused": rnnkit's fused kernels (analytic BPTT, packed weights), per layer and direction.
-- "auto": native where torch has the model, else fused where rnnkit has a kernel, else reference.
+- "auto": the fastest of those that apply: native where torch has the model, except where the fused
+  kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
+  where rnnkit has a kernel; else reference.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from ..cells import Cell
 from ..errors import InputError
 from .fused import fused_kernel, run_fused
 from .native import stack_is_native
+from .packed import MKLDNN
 
 IMPLS = ("auto", "native", "fused", "reference")
 
@@ -25,10 +31,29 @@ class Plan:
     runners: tuple[Callable, ...]  # run each layer and direction with these (run_cell's signature)
 
 
-def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable) -> Plan:
+# torch's GRU and Elman layers run each step's product through addmm (~190 GFLOP/s here); the fused
+# kernels use oneDNN's packed weights (~450) but pay Python's overhead at every step. So fused wins
+# once a step's recurrent product (B * G*H * H multiply-adds) is big enough; the thresholds come from
+# the measurements in docs/benchmarks.md ("Choosing between torch's op and the fused kernel").
+FUSED_GATES = {"gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+FUSED_MIN_MACS = {"train": 250_000, "infer": 1_000_000}
+
+
+def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
+    if op not in FUSED_GATES or not MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    H = cells[0].hidden_size
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in cells[0].parameters())
+    )
+    return x.shape[1] * FUSED_GATES[op] * H * H >= FUSED_MIN_MACS["train" if grad else "infer"]
+
+
+def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: Tensor) -> Plan:
+    """Choose for input ``x`` (T, B, F)."""
     if impl in ("auto", "native"):
         op = stack_is_native(cells, merge)
-        if op is not None:
+        if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
             return Plan(op, ())
         if impl == "native":
             raise InputError(

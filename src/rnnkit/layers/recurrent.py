@@ -189,7 +189,7 @@ class Recurrent(nn.Module):
             state = self._check_state(state, cells[0], B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 
-        chosen = plan(cells, self.merge, self.impl, run_cell)
+        chosen = plan(cells, self.merge, self.impl, run_cell, x)
         if chosen.native_op is not None:
             stack = (self.num_layers, self.bidirectional, self.dropout, self.training)
             x, final = run_native(chosen.native_op, cells, x, stack_states(states), lengths, *stack)

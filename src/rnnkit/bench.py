@@ -1,0 +1,203 @@
+"""Side-by-side speed comparisons: rnnkit against its peers, in one process, contenders alternated.
+
+Each row times one model on one configuration (T, B, H, layers, direction, forward or forward +
+backward): rnnkit with ``impl="auto"`` against a peer (``torch.nn``'s layer for the standard cells,
+and the plain Python loop, autograd through ``cell.step``, for every cell). Runs alternate between
+the contenders after a warm-up, and the median of ``repeats`` runs is reported; speedup = peer time /
+rnnkit time. Nothing here asserts a time: results go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from .layers import GRU, LSTM, RNN, Recurrent
+
+# name -> (rnnkit factory (input_size, hidden, layers, bidirectional, impl), torch.nn class or None,
+#          gates per unit for the FLOP count)
+MODELS: dict[str, tuple[Callable[..., torch.nn.Module], type | None, int]] = {
+    "LSTM": (lambda d, h, n, bi, impl: LSTM(d, h, n, bidirectional=bi, impl=impl), torch.nn.LSTM, 4),
+    "GRU": (lambda d, h, n, bi, impl: GRU(d, h, n, bidirectional=bi, impl=impl), torch.nn.GRU, 3),
+    "RNN": (lambda d, h, n, bi, impl: RNN(d, h, n, bidirectional=bi, impl=impl), torch.nn.RNN, 1),
+    "GRU textbook": (
+        lambda d, h, n, bi, impl: Recurrent(GRUCell(d, h, reset_after=False), n, bi, impl=impl),
+        None,
+        3,
+    ),
+    "LSTM peephole": (
+        lambda d, h, n, bi, impl: Recurrent(LSTMCell(d, h, peephole=True), n, bi, impl=impl),
+        None,
+        4,
+    ),
+    "LSTM layernorm": (
+        lambda d, h, n, bi, impl: Recurrent(LSTMCell(d, h, layer_norm=True), n, bi, impl=impl),
+        None,
+        4,
+    ),
+    "Jordan": (lambda d, h, n, bi, impl: Recurrent(JordanCell(d, h, h), n, bi, impl=impl), None, 2),
+    "Elman relu": (lambda d, h, n, bi, impl: Recurrent(ElmanCell(d, h, "relu"), n, bi, impl=impl), None, 1),
+    "Elman sigmoid": (
+        lambda d, h, n, bi, impl: Recurrent(ElmanCell(d, h, "sigmoid"), n, bi, impl=impl),
+        None,
+        1,
+    ),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    config: dict[str, Any]
+    rnnkit_ms: float
+    peer: str
+    peer_ms: float
+    speedup: float
+    rnnkit_gflops: float
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
+
+
+def flops(gates: int, T: int, B: int, D: int, H: int, layers: int, bi: bool, backward: bool) -> float:
+    """Multiply-adds of the GEMMs, times 2; forward + backward counts 3x the forward."""
+    dirs = 2 if bi else 1
+    total = 0.0
+    for layer in range(layers):
+        d_in = D if layer == 0 else H * dirs
+        total += dirs * 2 * T * B * (d_in + H) * gates * H
+    return total * (3 if backward else 1)
+
+
+def grid(quick: bool) -> Iterator[dict[str, Any]]:
+    if quick:
+        points = [(64, 256, 1, False)]
+    else:
+        points = list(itertools.product([1, 16, 64], [128, 256, 512], [1, 2], [False, True]))
+    for B, H, layers, bi in points:
+        for backward in (False, True):
+            yield {
+                "T": 100,
+                "B": B,
+                "H": H,
+                "D": H,
+                "layers": layers,
+                "bidirectional": bi,
+                "backward": backward,
+            }
+
+
+def _timer(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        if backward:
+            y, _ = model(x)
+            y.sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+        return time.perf_counter() - start
+
+    return run
+
+
+def compare(
+    name: str, cfg: dict[str, Any], repeats: int = 7, peers: tuple[str, ...] = ("torch", "loop")
+) -> list[Row]:
+    """Time rnnkit against each available peer on one configuration."""
+    make, torch_cls, gates = MODELS[name]
+    T, B, D, H, layers, bi = cfg["T"], cfg["B"], cfg["D"], cfg["H"], cfg["layers"], cfg["bidirectional"]
+    torch.manual_seed(0)
+    x = torch.randn(T, B, D, requires_grad=cfg["backward"])
+    contenders = {"rnnkit": make(D, H, layers, bi, "auto")}
+    if "torch" in peers and torch_cls is not None:
+        contenders[f"torch.nn.{torch_cls.__name__}"] = torch_cls(D, H, layers, bidirectional=bi)
+    if "loop" in peers:
+        contenders["python-loop"] = make(D, H, layers, bi, "reference")
+    timers = {k: _timer(m, x, cfg["backward"]) for k, m in contenders.items()}
+    times: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(2):  # warm-up: packing caches, allocator, lazy init
+        for t in timers.values():
+            t()
+    for _ in range(repeats):  # alternate, so drift in the machine's speed hits every contender alike
+        for k, t in timers.items():
+            times[k].append(t())
+    ours = statistics.median(times.pop("rnnkit"))
+    rate = flops(gates, T, B, D, H, layers, bi, cfg["backward"]) / ours / 1e9
+    return [
+        Row(name, cfg, ours * 1e3, peer, statistics.median(ts) * 1e3, statistics.median(ts) / ours, rate)
+        for peer, ts in times.items()
+    ]
+
+
+def gemm_rate(B: int = 64, H: int = 512) -> float:
+    """The machine's packed-GEMM rate (GFLOP/s) on one recurrent step's product, for reference."""
+    from .kernels.packed import linear
+
+    w, x = torch.randn(4 * H, H), torch.randn(B, H)
+    f = linear(w, B)
+    for _ in range(10):
+        f(x, None)
+    start, n = time.perf_counter(), 200
+    for _ in range(n):
+        f(x, None)
+    return 2 * B * H * 4 * H * n / (time.perf_counter() - start) / 1e9
+
+
+def run(
+    quick: bool = False,
+    models: list[str] | None = None,
+    repeats: int = 7,
+    progress: bool = True,
+    peers: tuple[str, ...] = ("torch", "loop"),
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    names = models or list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
+    jobs = [(n, cfg) for cfg in grid(quick) for n in names]
+    rows: list[Row] = []
+    for name, cfg in tqdm(jobs, desc="bench", disable=not progress, file=None):
+        rows += compare(name, cfg, repeats, peers)
+    return {"machine": machine(), "packed_gemm_gflops": gemm_rate(), "rows": [asdict(r) for r in rows]}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        "| model | B | H | layers | dir | pass | rnnkit ms | peer | peer ms | speedup | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        c = r["config"]
+        lines.append(
+            f"| {r['name']} | {c['B']} | {c['H']} | {c['layers']} | {'bi' if c['bidirectional'] else 'uni'} "
+            f"| {'fwd+bwd' if c['backward'] else 'fwd'} | {r['rnnkit_ms']:.2f} | {r['peer']} "
+            f"| {r['peer_ms']:.2f} | {r['speedup']:.2f} | {r['rnnkit_gflops']:.0f} |"
+        )
+    return "\n".join(lines)
