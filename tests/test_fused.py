@@ -20,7 +20,22 @@ FUSED_CELLS = {
     "gru_after": lambda n: GRUCell(n, 4),
     "gru_before": lambda n: GRUCell(n, 4, reset_after=False),
     "gru_before_nobias": lambda n: GRUCell(n, 4, bias=False, reset_after=False),
+    "lstm": lambda n: LSTMCell(n, 4),
+    "lstm_peephole": lambda n: LSTMCell(n, 4, peephole=True, forget_bias=1.0),
+    "lstm_proj": lambda n: LSTMCell(n, 4, proj_size=2),
+    "lstm_peephole_proj_nobias": lambda n: LSTMCell(n, 4, bias=False, proj_size=3, peephole=True),
 }
+
+
+def state_like(model, K, B, gen):
+    size = model.cells[0].state_size
+    if isinstance(size, tuple):
+        return tuple(torch.randn(K, B, n, generator=gen, dtype=torch.float64) for n in size)
+    return torch.randn(K, B, size, generator=gen, dtype=torch.float64)
+
+
+def fields(state):
+    return state if isinstance(state, tuple) else (state,)
 
 
 def pair(make, dtype=torch.float64, **kw):
@@ -33,14 +48,16 @@ def pair(make, dtype=torch.float64, **kw):
 
 def run(model, x, state, lengths):
     x = x.clone().requires_grad_()
-    state = None if state is None else state.clone().requires_grad_()
+    if state is not None:
+        state = tuple(s.clone().requires_grad_() for s in fields(state))
+        state = state if len(state) > 1 else state[0]
     y, final = model(x, state, lengths=lengths)
     upstream = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
-    ((y * upstream).sum() + (final * final).sum()).backward()
+    ((y * upstream).sum() + sum((f * f).sum() for f in fields(final))).backward()
     grads = {"x": x.grad, **{n: p.grad for n, p in model.named_parameters()}}
     if state is not None:
-        grads["state"] = state.grad
-    return y, final, grads
+        grads.update({f"state{i}": s.grad for i, s in enumerate(fields(state))})
+    return y, fields(final), grads
 
 
 @pytest.mark.parametrize(
@@ -54,11 +71,12 @@ def test_fused_equals_reference_float64(name, layers, bidirectional, with_length
     x = torch.randn(T, B, 3, generator=gen, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 5]) if with_lengths else None
     K = layers * (2 if bidirectional else 1)
-    state = torch.randn(K, B, 4, generator=gen, dtype=torch.float64) if with_state else None
+    state = state_like(ref, K, B, gen) if with_state else None
     y_r, f_r, g_r = run(ref, x, state, lengths)
     y_f, f_f, g_f = run(fast, x, state, lengths)
     torch.testing.assert_close(y_f, y_r, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(f_f, f_r, rtol=1e-10, atol=1e-10)
+    for a, b in zip(f_f, f_r, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     assert g_f.keys() == g_r.keys()
     for key in g_r:
         torch.testing.assert_close(g_f[key], g_r[key], rtol=1e-9, atol=1e-9, msg=f"grad {key}")
@@ -73,7 +91,8 @@ def test_fused_equals_reference_float32(name):
     y_r, f_r, g_r = run(ref, x, None, lengths)
     y_f, f_f, g_f = run(fast, x, None, lengths)
     torch.testing.assert_close(y_f, y_r, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(f_f, f_r, rtol=1e-5, atol=1e-5)
+    for a, b in zip(f_f, f_r, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for key in g_r:
         torch.testing.assert_close(g_f[key], g_r[key], rtol=1e-4, atol=1e-4, msg=f"grad {key}")
 
@@ -97,10 +116,21 @@ def test_fused_gradcheck(name):
         return out
 
     x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    h0 = state_like(model, 2, 2, torch.Generator().manual_seed(0))
+    h0 = tuple(s.requires_grad_() for s in fields(h0))
+    n = len(h0)
+
+    def g(x, *rest):  # gradcheck wants flat tensor arguments and outputs
+        y, final = f(x, rest[:n] if n > 1 else rest[0], *rest[n:])
+        return (y, *fields(final))
+
+    def g_len(x, *rest):
+        y, final = f_len(x, rest[:n] if n > 1 else rest[0], *rest[n:])
+        return (y, *fields(final))
+
     values = [p.detach().clone().requires_grad_() for p in params.values()]
-    assert torch.autograd.gradcheck(f, (x, h0, *values))
-    assert torch.autograd.gradcheck(f_len, (x, h0, *values))
+    assert torch.autograd.gradcheck(g, (x, *h0, *values))
+    assert torch.autograd.gradcheck(g_len, (x, *h0, *values))
 
 
 def test_no_grad_path_saves_nothing_and_matches():
@@ -117,7 +147,7 @@ def test_no_grad_path_saves_nothing_and_matches():
 
 def test_fused_covers_and_refuses():
     assert fused_kernel(ElmanCell(3, 4, torch.tanh)) is None  # a callable activation: no derivative known
-    assert fused_kernel(LSTMCell(3, 4, peephole=True)) is None
-    model = Recurrent(LSTMCell(3, 4, peephole=True), impl="fused")
+    assert fused_kernel(LSTMCell(3, 4, layer_norm=True)) is None
+    model = Recurrent(LSTMCell(3, 4, layer_norm=True), impl="fused")
     with pytest.raises(InputError, match=r"impl='fused' has no fused kernel for LSTMCell"):
         model(torch.randn(4, 2, 3))

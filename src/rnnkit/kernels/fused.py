@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cells import Cell, ElmanCell, GRUCell
+from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
 from ..cells.base import State
 from .masks import reverse_padded, step_mask
 from .packed import linear
@@ -210,6 +210,121 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple
     return hs[1:], hs[-1]
 
 
+# -- LSTM (plain, peephole, projection) --------------------------------------------------------------
+
+
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive):
+    """Returns hs (T+1, B, R), cs (T+1, B, H) and, for backward, the activated gates (T, B, 4H) in
+    order i, f, g, o, tanh(c_t) (T, B, H) and, with a projection, o * tanh(c_t) before it."""
+    T, B, _ = x.shape
+    H = c0.shape[-1]
+    xw = _project(x, w_ih, b)
+    rec = linear(w_hh, B)
+    proj = linear(w_hr, B) if w_hr is not None else None
+    hs, cs = x.new_empty(T + 1, *h0.shape), x.new_empty(T + 1, *c0.shape)
+    hs[0], cs[0] = h0, c0
+    acts, tcs = x.new_empty(T, B, 4 * H), x.new_empty(T, B, H)
+    full = x.new_empty(T, B, H) if proj is not None else None
+    for t in range(T):
+        h, c, a, tc = hs[t], cs[t], acts[t], tcs[t]
+        torch.add(xw[t], rec(h, None), out=a)
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        if peep is not None:  # i += p_i c_{t-1}, f += p_f c_{t-1}
+            i.addcmul_(peep[0], c)
+            f.addcmul_(peep[1], c)
+        a[:, : 2 * H].sigmoid_()
+        g.tanh_()
+        c_new = cs[t + 1]
+        torch.addcmul(f * c, i, g, out=c_new)  # c_t = f c_{t-1} + i g
+        _freeze(alive, t, c_new, c)
+        if peep is not None:  # o += p_o c_t
+            o.addcmul_(peep[2], c_new)
+        o.sigmoid_()
+        torch.tanh(c_new, out=tc)
+        if proj is None:
+            torch.mul(o, tc, out=hs[t + 1])
+        else:
+            torch.mul(o, tc, out=full[t])
+            hs[t + 1] = proj(full[t], None)
+        _freeze(alive, t, hs[t + 1], h)
+    return hs, cs, acts, tcs, full
+
+
+class LSTMScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive):
+        hs, cs, acts, tcs, full = _lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive)
+        ctx.save_for_backward(x, w_ih, w_hh, w_hr, peep, alive, hs, cs, acts, tcs, full)
+        ctx.has_bias = b is not None
+        return hs[1:].clone(), hs[-1].clone(), cs[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dy, dh_last, dc_last):
+        x, w_ih, w_hh, w_hr, peep, alive, hs, cs, acts, tcs, full = ctx.saved_tensors
+        T, B, _ = dy.shape
+        H = cs.shape[-1]
+        back = linear(w_hh.t(), B)  # dh_{t-1} = dgates W_hh
+        back_hr = linear(w_hr.t(), B) if w_hr is not None else None
+        dgates = dy.new_empty(T, B, 4 * H)  # of the gate pre-activations, order i, f, g, o
+        dhs = dy.new_empty(T, B, dy.shape[-1]) if w_hr is not None else None  # dL/dh_t (projected)
+        dh, dc = dh_last, dc_last
+        for t in reversed(range(T)):
+            a, tc, c_prev = acts[t], tcs[t], cs[t]
+            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            gh = dh + dy[t]
+            dc_in = dc
+            if alive is not None:  # finished sequences: no gradient into their frozen steps
+                gh, dc_in = torch.where(alive[t], gh, 0.0), torch.where(alive[t], dc, 0.0)
+            if back_hr is not None:  # h_t = (o tanh c_t) W_hr^T
+                dhs[t] = gh
+                gh = back_hr(gh, None)
+            di, df, dg, do = (
+                dgates[t, :, :H],
+                dgates[t, :, H : 2 * H],
+                dgates[t, :, 2 * H : 3 * H],
+                dgates[t, :, 3 * H :],
+            )
+            torch.mul(gh * tc, o - o * o, out=do)  # h = o tanh(c)
+            dct = dc_in + gh * o * (1 - tc * tc)  # dL/dc_t, all paths
+            if peep is not None:
+                dct.addcmul_(do, peep[2])
+            torch.mul(dct * c_prev, f - f * f, out=df)  # c_t = f c_{t-1} + i g
+            torch.mul(dct * g, i - i * i, out=di)
+            torch.mul(dct * i, 1 - g * g, out=dg)
+            dc_prev = dct * f
+            if peep is not None:
+                dc_prev.addcmul_(di, peep[0]).addcmul_(df, peep[1])
+            dh_prev = back(dgates[t], None)
+            if alive is None:
+                dh, dc = dh_prev, dc_prev
+            else:
+                dh, dc = torch.where(alive[t], dh_prev, dh), torch.where(alive[t], dc_prev, dc)
+        dgf = _flat(dgates)
+        dx = linear(w_ih.t(), T * B)(dgf, None).view_as(x)
+        dw_ih, dw_hh = dgf.t() @ _flat(x), dgf.t() @ _flat(hs[:-1])
+        db = dgf.sum(0) if ctx.has_bias else None
+        dw_hr = _flat(dhs).t() @ _flat(full) if w_hr is not None else None
+        dpeep = None
+        if peep is not None:
+            dpeep = torch.stack([
+                (dgates[..., :H] * cs[:-1]).sum((0, 1)),
+                (dgates[..., H : 2 * H] * cs[:-1]).sum((0, 1)),
+                (dgates[..., 3 * H :] * cs[1:]).sum((0, 1)),
+            ])  # fmt: skip
+        return dx, dh, dc, dw_ih, dw_hh, db, dw_hr, dpeep, None
+
+
+def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None) -> tuple[Tensor, LSTMState]:
+    b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
+    peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co]) if cell.peephole else None
+    args = (x, state.h, state.c, cell.weight_ih, cell.weight_hh, b, cell.weight_hr, peep, alive)
+    if _needs_grad(args):
+        y, h, c = LSTMScan.apply(*args)
+        return y, LSTMState(h, c)
+    hs, cs = _lstm_forward(*args)[:2]
+    return hs[1:], LSTMState(hs[-1], cs[-1])
+
+
 # -- dispatch ----------------------------------------------------------------------------------------
 
 
@@ -223,6 +338,8 @@ def fused_kernel(cell: Cell) -> Callable[..., tuple[Tensor, State]] | None:
         return run_elman
     if type(cell) is GRUCell:
         return run_gru
+    if type(cell) is LSTMCell and not cell.layer_norm:
+        return run_lstm
     return None
 
 
