@@ -35,18 +35,26 @@ class Plan:
 # kernels use oneDNN's packed weights (~450) but pay Python's overhead at every step. So fused wins
 # once a step's recurrent product (B * G*H * H multiply-adds) is big enough; the thresholds come from
 # the measurements in docs/benchmarks.md ("Choosing between torch's op and the fused kernel").
-FUSED_GATES = {"gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-FUSED_MIN_MACS = {"train": 250_000, "infer": 1_000_000}
+# op -> (gates, minimum multiply-adds per step when training, when not)
+FUSED_WINS = {
+    "gru": (3, 250_000, 1_000_000),
+    "rnn_tanh": (1, 250_000, 1_000_000),
+    "rnn_relu": (1, 250_000, 1_000_000),
+    "lstm": (4, 1_000_000, 1_000_000),  # only with proj_size: torch's oneDNN LSTM has no projection
+}
 
 
 def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
-    if op not in FUSED_GATES or not MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32:
+    if op not in FUSED_WINS or not MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
+    if op == "lstm" and not cells[0].proj_size:
+        return False  # plain LSTM: torch's oneDNN kernel already runs at the machine's peak
+    gates, train, infer = FUSED_WINS[op]
     H = cells[0].hidden_size
     grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in cells[0].parameters())
     )
-    return x.shape[1] * FUSED_GATES[op] * H * H >= FUSED_MIN_MACS["train" if grad else "infer"]
+    return x.shape[1] * gates * H * H >= (train if grad else infer)
 
 
 def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: Tensor) -> Plan:

@@ -43,7 +43,7 @@ def _flat(t: Tensor) -> Tensor:
 def _project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """The input projection of all steps at once: (T, B, F) -> (T, B, G), one big GEMM."""
     T, B, _ = x.shape
-    return linear(w, T * B)(_flat(x), b).view(T, B, -1)
+    return linear(w, T * B)(_flat(x), b).view(T, B, w.shape[0])
 
 
 def _freeze(alive: Tensor | None, t: int, new: Tensor, old: Tensor) -> None:
