@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from rnnkit import ElmanCell, GRUCell, LSTMCell, Recurrent
+from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, Recurrent
 from rnnkit.errors import InputError
 from rnnkit.kernels.fused import fused_kernel
 
@@ -20,6 +20,9 @@ FUSED_CELLS = {
     "gru_after": lambda n: GRUCell(n, 4),
     "gru_before": lambda n: GRUCell(n, 4, reset_after=False),
     "gru_before_nobias": lambda n: GRUCell(n, 4, bias=False, reset_after=False),
+    "jordan": lambda n: JordanCell(n, 5, 4),
+    "jordan_relu_identity_nobias": lambda n: JordanCell(n, 5, 4, "relu", "identity", bias=False),
+    "jordan_sigmoid": lambda n: JordanCell(n, 3, 4, "sigmoid", "sigmoid"),
     "lstm": lambda n: LSTMCell(n, 4),
     "lstm_peephole": lambda n: LSTMCell(n, 4, peephole=True, forget_bias=1.0),
     "lstm_proj": lambda n: LSTMCell(n, 4, proj_size=2),

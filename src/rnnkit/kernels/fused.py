@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
+from ..cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
 from ..cells.base import State
 from .masks import reverse_padded, step_mask
 from .packed import linear
@@ -210,6 +210,66 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple
     return hs[1:], hs[-1]
 
 
+# -- Jordan ------------------------------------------------------------------------------------------
+
+
+def _jordan_forward(x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act):
+    """hs (T, B, H) and ys (T+1, B, O): h_t = phi(x_t W_ih^T + b_h + y_{t-1} W_yh^T),
+    y_t = psi(h_t W_hy^T + b_y), ys[0] = y0."""
+    T, B, _ = x.shape
+    phi, psi = ACTIVATIONS[act][0], ACTIVATIONS[out_act][0]
+    xw = _project(x, w_ih, b_h)
+    rec, read = linear(w_yh, B), linear(w_hy, B)
+    hs, ys = x.new_empty(T, B, w_ih.shape[0]), x.new_empty(T + 1, *y0.shape)
+    ys[0] = y0
+    for t in range(T):
+        phi(torch.add(xw[t], rec(ys[t], None), out=hs[t]))
+        ys[t + 1] = psi(read(hs[t], b_y))
+        _freeze(alive, t, ys[t + 1], ys[t])
+    return hs, ys
+
+
+class JordanScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act):
+        hs, ys = _jordan_forward(x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act)
+        ctx.save_for_backward(x, w_ih, w_yh, w_hy, hs, ys, alive)
+        ctx.acts, ctx.has_bias = (act, out_act), b_h is not None
+        return ys[1:].clone(), ys[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dy, dy_last):
+        x, w_ih, w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
+        dphi, dpsi = ACTIVATIONS[ctx.acts[0]][1], ACTIVATIONS[ctx.acts[1]][1]
+        T, B, _ = dy.shape
+        to_h, to_y = linear(w_hy.t(), B), linear(w_yh.t(), B)
+        dv = torch.empty_like(dy)  # of the output pre-activations h W_hy^T + b_y
+        da = torch.empty_like(hs)  # of the hidden pre-activations
+        dstate = dy_last
+        for t in reversed(range(T)):
+            g = dstate + dy[t]  # dL/dy_t: as output and as the next step's state
+            if alive is not None:
+                g = torch.where(alive[t], g, 0.0)
+            torch.mul(g, dpsi(ys[t + 1]), out=dv[t])
+            torch.mul(to_h(dv[t], None), dphi(hs[t]), out=da[t])
+            step = to_y(da[t], None)
+            dstate = step if alive is None else torch.where(alive[t], step, dstate)
+        dvf, daf = _flat(dv), _flat(da)
+        dx = linear(w_ih.t(), T * B)(daf, None).view_as(x)
+        dw_ih, dw_yh, dw_hy = daf.t() @ _flat(x), daf.t() @ _flat(ys[:-1]), dvf.t() @ _flat(hs)
+        db_h, db_y = (daf.sum(0), dvf.sum(0)) if ctx.has_bias else (None, None)
+        return dx, dstate, dw_ih, dw_yh, db_h, dw_hy, db_y, None, None, None
+
+
+def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
+    args = (x, y0, cell.weight_ih, cell.weight_yh, cell.bias_h, cell.weight_hy, cell.bias_y, alive,
+            cell.nonlinearity, cell.output_activation)  # fmt: skip
+    if _needs_grad(args):
+        return JordanScan.apply(*args)
+    ys = _jordan_forward(*args)[1]
+    return ys[1:], ys[-1]
+
+
 # -- LSTM (plain, peephole, projection) --------------------------------------------------------------
 
 
@@ -336,6 +396,12 @@ def fused_kernel(cell: Cell) -> Callable[..., tuple[Tensor, State]] | None:
     """The fused kernel that computes this cell's recurrence exactly, or None."""
     if type(cell) is ElmanCell and isinstance(cell.nonlinearity, str):
         return run_elman
+    if (
+        type(cell) is JordanCell
+        and isinstance(cell.nonlinearity, str)
+        and isinstance(cell.output_activation, str)
+    ):
+        return run_jordan
     if type(cell) is GRUCell:
         return run_gru
     if type(cell) is LSTMCell and not cell.layer_norm:
