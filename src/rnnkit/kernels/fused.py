@@ -270,24 +270,61 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None) ->
     return ys[1:], ys[-1]
 
 
-# -- LSTM (plain, peephole, projection) --------------------------------------------------------------
+# -- LSTM (plain, peephole, projection, layer norm) --------------------------------------------------
 
 
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive):
-    """Returns hs (T+1, B, R), cs (T+1, B, H) and, for backward, the activated gates (T, B, 4H) in
-    order i, f, g, o, tanh(c_t) (T, B, H) and, with a projection, o * tanh(c_t) before it."""
-    T, B, _ = x.shape
+class Project(torch.autograd.Function):
+    """``x W^T + b`` for all steps at once (T, B, F) -> (T, B, G), oneDNN-packed both ways."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return _project(x, w, b)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, w = ctx.saved_tensors
+        T, B, _ = x.shape
+        d = _flat(dout)
+        dx = linear(w.t(), T * B)(d, None).view_as(x)
+        return dx, d.t() @ _flat(x), d.sum(0) if ctx.has_bias else None
+
+
+def _norm(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Layer norm without affine over the last axis: (v - mean) * rstd, and rstd (..., 1)."""
+    out, _, rstd = torch.native_layer_norm(v, v.shape[-1:], None, None, 1e-5)
+    return out, rstd
+
+
+def _norm_backward(dout: Tensor, xhat: Tensor, rstd: Tensor) -> Tensor:
+    """Gradient through ``xhat = (v - mean) * rstd`` given dL/dxhat."""
+    return rstd * (dout - dout.mean(-1, keepdim=True) - xhat * (dout * xhat).mean(-1, keepdim=True))
+
+
+def _lstm_forward(xw, h0, c0, w_hh, w_hr, peep, ln, alive):
+    """xw (T, B, 4H): the input side of the gates, biases included (and normalised, with layer norm).
+    ``ln`` is None or (gain_h, gain_c, bias_c). Returns hs (T+1, B, R), cs (T+1, B, H) and what
+    backward needs: activated gates (T, B, 4H) in order i, f, g, o, tanh of the cell output (T, B, H),
+    o * tanh(.) before the projection, and with layer norm the normalised products and their rstd."""
+    T, B, _ = xw.shape
     H = c0.shape[-1]
-    xw = _project(x, w_ih, b)
     rec = linear(w_hh, B)
     proj = linear(w_hr, B) if w_hr is not None else None
-    hs, cs = x.new_empty(T + 1, *h0.shape), x.new_empty(T + 1, *c0.shape)
+    hs, cs = xw.new_empty(T + 1, *h0.shape), xw.new_empty(T + 1, *c0.shape)
     hs[0], cs[0] = h0, c0
-    acts, tcs = x.new_empty(T, B, 4 * H), x.new_empty(T, B, H)
-    full = x.new_empty(T, B, H) if proj is not None else None
+    acts, tcs = xw.new_empty(T, B, 4 * H), xw.new_empty(T, B, H)
+    full = xw.new_empty(T, B, H) if proj is not None else None
+    if ln is not None:
+        xh, rh = xw.new_empty(T, B, 4 * H), xw.new_empty(T, B, 1)  # LN_h: normalised h W_hh^T, rstd
+        xc, rc = xw.new_empty(T, B, H), xw.new_empty(T, B, 1)  # LN_c: normalised c_t, rstd
     for t in range(T):
         h, c, a, tc = hs[t], cs[t], acts[t], tcs[t]
-        torch.add(xw[t], rec(h, None), out=a)
+        if ln is None:
+            torch.add(xw[t], rec(h, None), out=a)
+        else:
+            xh[t], rh[t] = _norm(rec(h, None))
+            torch.addcmul(xw[t], xh[t], ln[0], out=a)
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         if peep is not None:  # i += p_i c_{t-1}, f += p_f c_{t-1}
             i.addcmul_(peep[0], c)
@@ -300,52 +337,63 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive):
         if peep is not None:  # o += p_o c_t
             o.addcmul_(peep[2], c_new)
         o.sigmoid_()
-        torch.tanh(c_new, out=tc)
+        if ln is None:
+            torch.tanh(c_new, out=tc)
+        else:
+            xc[t], rc[t] = _norm(c_new)
+            torch.addcmul(ln[2], xc[t], ln[1], out=tc).tanh_()
         if proj is None:
             torch.mul(o, tc, out=hs[t + 1])
         else:
             torch.mul(o, tc, out=full[t])
             hs[t + 1] = proj(full[t], None)
         _freeze(alive, t, hs[t + 1], h)
-    return hs, cs, acts, tcs, full
+    saved = (xh, rh, xc, rc) if ln is not None else None
+    return hs, cs, acts, tcs, full, saved
 
 
 class LSTMScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive):
-        hs, cs, acts, tcs, full = _lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, peep, alive)
-        ctx.save_for_backward(x, w_ih, w_hh, w_hr, peep, alive, hs, cs, acts, tcs, full)
-        ctx.has_bias = b is not None
+    def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive):
+        ln = (g_h, g_c, b_c) if g_h is not None else None
+        hs, cs, acts, tcs, full, normed = _lstm_forward(xw, h0, c0, w_hh, w_hr, peep, ln, alive)
+        ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, hs, cs, acts, tcs, full, *(normed or ()))
         return hs[1:].clone(), hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_last, dc_last):
-        x, w_ih, w_hh, w_hr, peep, alive, hs, cs, acts, tcs, full = ctx.saved_tensors
+        w_hh, w_hr, peep, g_h, g_c, alive, hs, cs, acts, tcs, full, *normed = ctx.saved_tensors
+        ln = g_h is not None
+        if ln:
+            xh, rh, xc, rc = normed
         T, B, _ = dy.shape
         H = cs.shape[-1]
-        back = linear(w_hh.t(), B)  # dh_{t-1} = dgates W_hh
+        back = linear(w_hh.t(), B)  # dh_{t-1} = d(h W_hh^T) W_hh
         back_hr = linear(w_hr.t(), B) if w_hr is not None else None
         dgates = dy.new_empty(T, B, 4 * H)  # of the gate pre-activations, order i, f, g, o
+        drec = dy.new_empty(T, B, 4 * H) if ln else dgates  # of h W_hh^T
+        dzc = dy.new_empty(T, B, H) if ln else None  # of LN_c's output
         dhs = dy.new_empty(T, B, dy.shape[-1]) if w_hr is not None else None  # dL/dh_t (projected)
         dh, dc = dh_last, dc_last
         for t in reversed(range(T)):
             a, tc, c_prev = acts[t], tcs[t], cs[t]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            di, df = dgates[t, :, :H], dgates[t, :, H : 2 * H]
+            dg, do = dgates[t, :, 2 * H : 3 * H], dgates[t, :, 3 * H :]
             gh = dh + dy[t]
             dc_in = dc
             if alive is not None:  # finished sequences: no gradient into their frozen steps
                 gh, dc_in = torch.where(alive[t], gh, 0.0), torch.where(alive[t], dc, 0.0)
-            if back_hr is not None:  # h_t = (o tanh c_t) W_hr^T
+            if back_hr is not None:  # h_t = (o tanh(.)) W_hr^T
                 dhs[t] = gh
                 gh = back_hr(gh, None)
-            di, df, dg, do = (
-                dgates[t, :, :H],
-                dgates[t, :, H : 2 * H],
-                dgates[t, :, 2 * H : 3 * H],
-                dgates[t, :, 3 * H :],
-            )
-            torch.mul(gh * tc, o - o * o, out=do)  # h = o tanh(c)
-            dct = dc_in + gh * o * (1 - tc * tc)  # dL/dc_t, all paths
+            torch.mul(gh * tc, o - o * o, out=do)  # h = o tanh(c)  [or o tanh(LN_c(c))]
+            dtc = gh * o * (1 - tc * tc)
+            if ln:
+                dzc[t] = dtc
+                dct = dc_in + _norm_backward(dtc * g_c, xc[t], rc[t])
+            else:
+                dct = dc_in + dtc
             if peep is not None:
                 dct.addcmul_(do, peep[2])
             torch.mul(dct * c_prev, f - f * f, out=df)  # c_t = f c_{t-1} + i g
@@ -354,15 +402,14 @@ class LSTMScan(torch.autograd.Function):
             dc_prev = dct * f
             if peep is not None:
                 dc_prev.addcmul_(di, peep[0]).addcmul_(df, peep[1])
-            dh_prev = back(dgates[t], None)
+            if ln:
+                drec[t] = _norm_backward(dgates[t] * g_h, xh[t], rh[t])
+            dh_prev = back(drec[t], None)
             if alive is None:
                 dh, dc = dh_prev, dc_prev
             else:
                 dh, dc = torch.where(alive[t], dh_prev, dh), torch.where(alive[t], dc_prev, dc)
-        dgf = _flat(dgates)
-        dx = linear(w_ih.t(), T * B)(dgf, None).view_as(x)
-        dw_ih, dw_hh = dgf.t() @ _flat(x), dgf.t() @ _flat(hs[:-1])
-        db = dgf.sum(0) if ctx.has_bias else None
+        dw_hh = _flat(drec).t() @ _flat(hs[:-1])
         dw_hr = _flat(dhs).t() @ _flat(full) if w_hr is not None else None
         dpeep = None
         if peep is not None:
@@ -371,17 +418,30 @@ class LSTMScan(torch.autograd.Function):
                 (dgates[..., H : 2 * H] * cs[:-1]).sum((0, 1)),
                 (dgates[..., 3 * H :] * cs[1:]).sum((0, 1)),
             ])  # fmt: skip
-        return dx, dh, dc, dw_ih, dw_hh, db, dw_hr, dpeep, None
+        dg_h = dg_c = db_c = None
+        if ln:
+            dg_h, dg_c, db_c = (dgates * xh).sum((0, 1)), (dzc * xc).sum((0, 1)), dzc.sum((0, 1))
+        return dgates, dh, dc, dw_hh, dw_hr, dpeep, dg_h, dg_c, db_c, None
 
 
 def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None) -> tuple[Tensor, LSTMState]:
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
     peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co]) if cell.peephole else None
-    args = (x, state.h, state.c, cell.weight_ih, cell.weight_hh, b, cell.weight_hr, peep, alive)
-    if _needs_grad(args):
+    ln = (cell.norm_h.weight, cell.norm_c.weight, cell.norm_c.bias) if cell.layer_norm else (None,) * 3
+    grad = _needs_grad((x, *state, *cell.parameters()))
+    if cell.layer_norm:  # the input side has no recurrence: normalise all steps at once, with autograd
+        xw = cell.norm_x(
+            Project.apply(x, cell.weight_ih, None) if grad else _project(x, cell.weight_ih, None)
+        )
+        xw = xw + b if b is not None else xw
+    else:
+        xw = Project.apply(x, cell.weight_ih, b) if grad else _project(x, cell.weight_ih, b)
+    args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive)
+    if grad:
         y, h, c = LSTMScan.apply(*args)
         return y, LSTMState(h, c)
-    hs, cs = _lstm_forward(*args)[:2]
+    hs, cs = _lstm_forward(xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep,
+                           ln if cell.layer_norm else None, alive)[:2]  # fmt: skip
     return hs[1:], LSTMState(hs[-1], cs[-1])
 
 
@@ -404,7 +464,7 @@ def fused_kernel(cell: Cell) -> Callable[..., tuple[Tensor, State]] | None:
         return run_jordan
     if type(cell) is GRUCell:
         return run_gru
-    if type(cell) is LSTMCell and not cell.layer_norm:
+    if type(cell) is LSTMCell:
         return run_lstm
     return None
 
