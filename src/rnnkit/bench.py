@@ -5,6 +5,10 @@ backward): rnnkit with ``impl="auto"`` against a peer (``torch.nn``'s layer for 
 and the plain Python loop, autograd through ``cell.step``, for every cell). Runs alternate between
 the contenders after a warm-up, and the median of ``repeats`` runs is reported; speedup = peer time /
 rnnkit time. Nothing here asserts a time: results go to docs/benchmarks.md.
+
+Streaming rows (:func:`stream_rows`, ``"stream": True`` in the config, "step" in the table) time one
+generation step at B=1: ``rnnkit.nn.LSTM(...).step`` against ``torch.nn.LSTM`` called on a single
+time step, the state passed back in; their times are per step.
 """
 
 from __future__ import annotations
@@ -167,13 +171,76 @@ def gemm_rate(B: int = 64, H: int = 512) -> float:
     return 2 * B * H * 4 * H * n / (time.perf_counter() - start) / 1e9
 
 
+# Streaming generation: name -> (rnnkit drop-in, torch.nn class, gates per unit)
+STREAM_MODELS: dict[str, tuple[type, type, int]] = {
+    "LSTM": (LSTM, torch.nn.LSTM, 4),
+    "GRU": (GRU, torch.nn.GRU, 3),
+    "RNN": (RNN, torch.nn.RNN, 1),
+}
+
+
+def _stream_timer(step: Callable, x: torch.Tensor, steps: int) -> Callable[[], float]:
+    """Seconds per step of ``steps`` calls ``y, state = step(x, state)`` from a zero state."""
+
+    def run() -> float:
+        state = None
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, state = step(x, state)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def stream_rows(
+    repeats: int = 7,
+    steps: int = 200,
+    H: int = 512,
+    layers: int = 2,
+    models: list[str] | None = None,
+) -> list[Row]:
+    """Per-step latency of streaming generation at B=1: ``rnnkit.nn.<Model>(H, H, layers).step`` on
+    (1, H) against ``torch.nn.<Model>`` called on (1, 1, H), one time step a call, the state passed back
+    in each time, both under ``torch.no_grad()``. Each run is ``steps`` steps from a zero state; runs
+    alternate between the two after a warm-up run each, and the median of ``repeats`` runs is
+    reported in ms per step (config ``T=1, B=1, "stream": True``)."""
+    rows = []
+    for name in models or list(STREAM_MODELS):
+        ours_cls, torch_cls, gates = STREAM_MODELS[name]
+        torch.manual_seed(0)
+        ours, theirs = ours_cls(H, H, layers), torch_cls(H, H, layers)
+        x = torch.randn(1, H)
+
+        timers = {
+            "rnnkit": _stream_timer(ours.step, x, steps),
+            "torch": _stream_timer(theirs, x[None], steps),
+        }
+        times: dict[str, list[float]] = {k: [] for k in timers}
+        with torch.no_grad():
+            for t in timers.values():  # warm-up: packing, oneDNN primitives, allocator
+                t()
+            for _ in range(repeats):  # alternate, so drift in the machine's speed hits both alike
+                for k, t in timers.items():
+                    times[k].append(t())
+        ours_s, theirs_s = statistics.median(times["rnnkit"]), statistics.median(times["torch"])
+        cfg = {"T": 1, "B": 1, "H": H, "D": H, "layers": layers, "bidirectional": False}
+        cfg.update({"backward": False, "stream": True, "steps": steps})
+        rate = flops(gates, 1, 1, H, H, layers, False, False) / ours_s / 1e9
+        peer = f"torch.nn.{torch_cls.__name__}"
+        rows.append(Row(name, cfg, ours_s * 1e3, peer, theirs_s * 1e3, theirs_s / ours_s, rate))
+    return rows
+
+
 def run(
     quick: bool = False,
     models: list[str] | None = None,
     repeats: int = 7,
     progress: bool = True,
     peers: tuple[str, ...] = ("torch", "loop"),
+    stream: bool = True,
 ) -> dict[str, Any]:
+    """The grid (``quick``: one point) and, with ``stream``, the streaming rows of :func:`stream_rows`
+    for the chosen models among LSTM, GRU and RNN (``quick``: 50 steps a run instead of 200)."""
     from tqdm import tqdm
 
     names = models or list(MODELS)
@@ -184,6 +251,9 @@ def run(
     rows: list[Row] = []
     for name, cfg in tqdm(jobs, desc="bench", disable=not progress, file=None):
         rows += compare(name, cfg, repeats, peers)
+    streamed = [n for n in names if n in STREAM_MODELS]
+    if stream and streamed:
+        rows += stream_rows(repeats, steps=50 if quick else 200, models=streamed)
     return {"machine": machine(), "packed_gemm_gflops": gemm_rate(), "rows": [asdict(r) for r in rows]}
 
 
@@ -195,9 +265,11 @@ def table(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         c = r["config"]
+        digits = 3 if c.get("stream") else 2  # a streaming row is one step: a fraction of a ms
         lines.append(
             f"| {r['name']} | {c['B']} | {c['H']} | {c['layers']} | {'bi' if c['bidirectional'] else 'uni'} "
-            f"| {'fwd+bwd' if c['backward'] else 'fwd'} | {r['rnnkit_ms']:.2f} | {r['peer']} "
-            f"| {r['peer_ms']:.2f} | {r['speedup']:.2f} | {r['rnnkit_gflops']:.0f} |"
+            f"| {'step' if c.get('stream') else 'fwd+bwd' if c['backward'] else 'fwd'} "
+            f"| {r['rnnkit_ms']:.{digits}f} | {r['peer']} "
+            f"| {r['peer_ms']:.{digits}f} | {r['speedup']:.2f} | {r['rnnkit_gflops']:.0f} |"
         )
     return "\n".join(lines)

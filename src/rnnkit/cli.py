@@ -63,7 +63,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rnnkit import bench
 
     report = bench.run(
-        quick=args.quick, models=args.model or None, repeats=args.repeats, progress=not args.no_progress
+        quick=args.quick,
+        models=args.model or None,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+        stream=not args.no_stream,
     )
     if args.json:
         print(json.dumps(report))
@@ -97,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", action="append", help="only this model (repeatable), e.g. LSTM, GRU")
     bench.add_argument("--repeats", type=int, default=7, help="timed runs per contender (median; default 7)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bench.add_argument(
+        "--no-stream", action="store_true", help="skip the streaming rows (one step at B=1, H=512, 2 layers)"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(func=cmd_bench)
     return parser

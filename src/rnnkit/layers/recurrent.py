@@ -16,6 +16,7 @@ from ..errors import InputError, check, check_bool, check_int, check_probability
 from ..kernels.dispatch import IMPLS, plan
 from ..kernels.masks import reverse_padded, step_mask
 from ..kernels.native import run_native
+from . import streaming
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "concat": lambda a, b: torch.cat([a, b], -1),
@@ -201,6 +202,18 @@ class Recurrent(nn.Module):
         if not batched:
             return x.squeeze(1), map_state(lambda s: s.squeeze(1), final)
         return (x.transpose(0, 1) if self.batch_first else x), final
+
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step of the whole stack, for streaming and generation (unidirectional layers only).
+
+        ``x``: (B, F), or unbatched (F,). ``state``: exactly as :meth:`forward` takes and returns it, a
+        tensor (K, B, n) or a tuple of them (LSTM ``(h, c)``), unbatched (K, n); zeros if omitted. So
+        ``forward`` over a prefix and then ``step`` continue the same sequence. Returns ``(y, state)``:
+        ``y`` (B, O) (unbatched (O,)) and the new state in the same layout. Dropout between layers
+        applies in training mode, as in ``forward``. Under ``torch.no_grad()`` the standard cells run a
+        fused step on cached pre-packed weights (see ``layers/streaming.py``).
+        """
+        return streaming.step(self, x, state)
 
     def _run_layers(
         self, runners: Sequence[Callable], x: Tensor, states: list[State], lengths: Tensor | None
