@@ -52,17 +52,24 @@ def _freeze(alive: Tensor | None, t: int, new: Tensor, old: Tensor) -> None:
         torch.where(alive[t], new, old, out=new)
 
 
+# -- the input side: no recurrence, so one big product for all steps --------------------------------
+
+
+def _input_side(x: Tensor, w: Tensor, b: Tensor | None, grad: bool) -> Tensor:
+    """``x W^T + b`` for all steps, through :class:`Project` when gradients are needed."""
+    return Project.apply(x, w, b) if grad else _project(x, w, b)
+
+
 # -- Elman -------------------------------------------------------------------------------------------
 
 
-def _elman_forward(x, h0, w_ih, w_hh, b, alive, act):
-    """hs (T+1, B, H): hs[0] = h0, hs[t+1] = phi(x_t W_ih^T + b + hs[t] W_hh^T)."""
+def _elman_forward(xw, h0, w_hh, alive, act):
+    """hs (T+1, B, H): hs[0] = h0, hs[t+1] = phi(xw_t + hs[t] W_hh^T), xw_t = x_t W_ih^T + b."""
     phi = ACTIVATIONS[act][0]
-    xw = _project(x, w_ih, b)
-    rec = linear(w_hh, x.shape[1])
-    hs = x.new_empty(x.shape[0] + 1, *h0.shape)
+    rec = linear(w_hh, xw.shape[1])
+    hs = xw.new_empty(xw.shape[0] + 1, *h0.shape)
     hs[0] = h0
-    for t in range(x.shape[0]):
+    for t in range(xw.shape[0]):
         phi(torch.add(xw[t], rec(hs[t], None), out=hs[t + 1]))
         _freeze(alive, t, hs[t + 1], hs[t])
     return hs
@@ -70,19 +77,19 @@ def _elman_forward(x, h0, w_ih, w_hh, b, alive, act):
 
 class ElmanScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b, alive, act):
-        hs = _elman_forward(x, h0, w_ih, w_hh, b, alive, act)
-        ctx.save_for_backward(x, w_ih, w_hh, hs, alive)
-        ctx.act, ctx.has_bias = act, b is not None
+    def forward(ctx, xw, h0, w_hh, alive, act):
+        hs = _elman_forward(xw, h0, w_hh, alive, act)
+        ctx.save_for_backward(w_hh, hs, alive)
+        ctx.act = act
         return hs[1:].clone(), hs[-1].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        x, w_ih, w_hh, hs, alive = ctx.saved_tensors
+        w_hh, hs, alive = ctx.saved_tensors
         T, B, H = dy.shape
         dphi = ACTIVATIONS[ctx.act][1]
         back = linear(w_hh.t(), B)  # dh_{t-1} = dz_t W_hh
-        dz = torch.empty_like(dy)
+        dz = torch.empty_like(dy)  # of the pre-activations: also dL/dxw
         dh = dh_last
         for t in reversed(range(T)):
             g = dh + dy[t]
@@ -91,20 +98,17 @@ class ElmanScan(torch.autograd.Function):
             torch.mul(g, dphi(hs[t + 1]), out=dz[t])
             step = back(dz[t], None)
             dh = step if alive is None else torch.where(alive[t], step, dh)
-        dzf = _flat(dz)
-        dx = linear(w_ih.t(), T * B)(dzf, None).view_as(x)
-        dw_ih, dw_hh = dzf.t() @ _flat(x), dzf.t() @ _flat(hs[:-1])
-        db = dzf.sum(0) if ctx.has_bias else None
-        return dx, dh, dw_ih, dw_hh, db, None, None
+        return dz, dh, _flat(dz).t() @ _flat(hs[:-1]), None, None
 
 
 def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
-    args = (x, h0, cell.weight_ih, cell.weight_hh, b, alive, cell.nonlinearity)
-    if _needs_grad(args):
-        h, h_last = ElmanScan.apply(*args)
+    grad = _needs_grad((x, h0, *cell.parameters()))
+    xw = _input_side(x, cell.weight_ih, b, grad)
+    if grad:
+        h, h_last = ElmanScan.apply(xw, h0, cell.weight_hh, alive, cell.nonlinearity)
     else:
-        hs = _elman_forward(*args)
+        hs = _elman_forward(xw, h0, cell.weight_hh, alive, cell.nonlinearity)
         h, h_last = hs[1:], hs[-1]
     if cell.readout_size is None:
         return h, h_last
@@ -115,20 +119,20 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> t
 # -- GRU ---------------------------------------------------------------------------------------------
 
 
-def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after):
-    """Returns hs (T+1, B, H) and the gates saved for backward: rz (T, B, 2H) = sigmoid of the r and z
-    pre-activations, n (T, B, H), and m (T, B, H) = ``h W_hn^T + b_hn`` (reset_after) or ``r * h``."""
-    T, B, _ = x.shape
+def _gru_forward(xw, h0, w_hh, b_hh, alive, reset_after):
+    """xw (T, B, 3H) = x W_ih^T + b_ih. Returns hs (T+1, B, H) and the gates saved for backward:
+    rz (T, B, 2H) = sigmoid of the r and z pre-activations, n (T, B, H), and m (T, B, H) =
+    ``h W_hn^T + b_hn`` (reset_after) or ``r * h``."""
+    T, B, _ = xw.shape
     H = h0.shape[-1]
-    xw = _project(x, w_ih, b_ih)
     if reset_after:
         rec = linear(w_hh, B)
     else:
         rec_rz, rec_n = linear(w_hh[: 2 * H], B), linear(w_hh[2 * H :], B)
         b_rz, b_n = (b_hh[: 2 * H], b_hh[2 * H :]) if b_hh is not None else (None, None)
-    hs = x.new_empty(T + 1, B, H)
+    hs = xw.new_empty(T + 1, B, H)
     hs[0] = h0
-    rz_all, n_all, m_all = x.new_empty(T, B, 2 * H), x.new_empty(T, B, H), x.new_empty(T, B, H)
+    rz_all, n_all, m_all = xw.new_empty(T, B, 2 * H), xw.new_empty(T, B, H), xw.new_empty(T, B, H)
     for t in range(T):
         h, rz, n, m = hs[t], rz_all[t], n_all[t], m_all[t]
         if reset_after:  # n = tanh(x_n + r * (h W_hn^T + b_hn))
@@ -147,20 +151,20 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after):
 
 class GRUScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after):
-        hs, rz, n, m = _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, alive, reset_after)
-        ctx.save_for_backward(x, w_ih, w_hh, hs, rz, n, m, alive)
-        ctx.reset_after, ctx.has_bias = reset_after, b_ih is not None
+    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after):
+        hs, rz, n, m = _gru_forward(xw, h0, w_hh, b_hh, alive, reset_after)
+        ctx.save_for_backward(w_hh, hs, rz, n, m, alive)
+        ctx.reset_after, ctx.has_bias = reset_after, b_hh is not None
         return hs[1:].clone(), hs[-1].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        x, w_ih, w_hh, hs, rz, n, m, alive = ctx.saved_tensors
+        w_hh, hs, rz, n, m, alive = ctx.saved_tensors
         T, B, H = dy.shape
         h_prev = hs[:-1]
         # Gradients of the pre-activations, written step by step into preallocated buffers (small
         # per-step temporaries stay in the allocator's cache; big temporaries would page-fault).
-        dxg = dy.new_empty(T, B, 3 * H)  # of x W_ih^T + b_ih: [dr, dz, dn]
+        dxg = dy.new_empty(T, B, 3 * H)  # of xw = x W_ih^T + b_ih: [dr, dz, dn]
         if ctx.reset_after:
             dm = dy.new_empty(T, B, 3 * H)  # of h W_hh^T + b_hh: [dr, dz, dn * r]
             back = linear(w_hh.t(), B)
@@ -187,24 +191,21 @@ class GRUScan(torch.autograd.Function):
                 step = torch.addcmul(back_rz(dxg[t, :, : 2 * H].contiguous(), None), g, z)
                 step.addcmul_(drh, r)
             dh = step if alive is None else torch.where(alive[t], step, dh)
-        dxg = _flat(dxg)
-        dx = linear(w_ih.t(), T * B)(dxg, None).view_as(x)
-        dw_ih = dxg.t() @ _flat(x)
         if ctx.reset_after:
             dmf = _flat(dm)
             dw_hh, db_hh = dmf.t() @ _flat(h_prev), dmf.sum(0)
         else:  # the r and z blocks multiply h, the n block multiplies r * h
-            drzf, dnf = dxg[:, : 2 * H], dxg[:, 2 * H :]
-            dw_hh = torch.cat([drzf.t() @ _flat(h_prev), dnf.t() @ _flat(m)])
-            db_hh = dxg.sum(0)
-        if not ctx.has_bias:
-            return dx, dh, dw_ih, dw_hh, None, None, None, None
-        return dx, dh, dw_ih, dw_hh, dxg.sum(0), db_hh, None, None
+            dxf = _flat(dxg)
+            dw_hh = torch.cat([dxf[:, : 2 * H].t() @ _flat(h_prev), dxf[:, 2 * H :].t() @ _flat(m)])
+            db_hh = dxf.sum(0)
+        return dxg, dh, dw_hh, db_hh if ctx.has_bias else None, None, None
 
 
 def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
-    args = (x, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, alive, cell.reset_after)
-    if _needs_grad(args):
+    grad = _needs_grad((x, h0, *cell.parameters()))
+    xw = _input_side(x, cell.weight_ih, cell.bias_ih, grad)
+    args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after)
+    if grad:
         return GRUScan.apply(*args)
     hs = _gru_forward(*args)[0]
     return hs[1:], hs[-1]
@@ -213,14 +214,13 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple
 # -- Jordan ------------------------------------------------------------------------------------------
 
 
-def _jordan_forward(x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act):
-    """hs (T, B, H) and ys (T+1, B, O): h_t = phi(x_t W_ih^T + b_h + y_{t-1} W_yh^T),
+def _jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act):
+    """hs (T, B, H) and ys (T+1, B, O): h_t = phi(xw_t + y_{t-1} W_yh^T) with xw_t = x_t W_ih^T + b_h,
     y_t = psi(h_t W_hy^T + b_y), ys[0] = y0."""
-    T, B, _ = x.shape
+    T, B, H = xw.shape
     phi, psi = ACTIVATIONS[act][0], ACTIVATIONS[out_act][0]
-    xw = _project(x, w_ih, b_h)
     rec, read = linear(w_yh, B), linear(w_hy, B)
-    hs, ys = x.new_empty(T, B, w_ih.shape[0]), x.new_empty(T + 1, *y0.shape)
+    hs, ys = xw.new_empty(T, B, H), xw.new_empty(T + 1, *y0.shape)
     ys[0] = y0
     for t in range(T):
         phi(torch.add(xw[t], rec(ys[t], None), out=hs[t]))
@@ -231,20 +231,20 @@ def _jordan_forward(x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act):
 
 class JordanScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act):
-        hs, ys = _jordan_forward(x, y0, w_ih, w_yh, b_h, w_hy, b_y, alive, act, out_act)
-        ctx.save_for_backward(x, w_ih, w_yh, w_hy, hs, ys, alive)
-        ctx.acts, ctx.has_bias = (act, out_act), b_h is not None
+    def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, act, out_act):
+        hs, ys = _jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act)
+        ctx.save_for_backward(w_yh, w_hy, hs, ys, alive)
+        ctx.acts, ctx.has_bias = (act, out_act), b_y is not None
         return ys[1:].clone(), ys[-1].clone()
 
     @staticmethod
     def backward(ctx, dy, dy_last):
-        x, w_ih, w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
+        w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
         dphi, dpsi = ACTIVATIONS[ctx.acts[0]][1], ACTIVATIONS[ctx.acts[1]][1]
         T, B, _ = dy.shape
         to_h, to_y = linear(w_hy.t(), B), linear(w_yh.t(), B)
         dv = torch.empty_like(dy)  # of the output pre-activations h W_hy^T + b_y
-        da = torch.empty_like(hs)  # of the hidden pre-activations
+        da = torch.empty_like(hs)  # of the hidden pre-activations: also dL/dxw
         dstate = dy_last
         for t in reversed(range(T)):
             g = dstate + dy[t]  # dL/dy_t: as output and as the next step's state
@@ -255,16 +255,16 @@ class JordanScan(torch.autograd.Function):
             step = to_y(da[t], None)
             dstate = step if alive is None else torch.where(alive[t], step, dstate)
         dvf, daf = _flat(dv), _flat(da)
-        dx = linear(w_ih.t(), T * B)(daf, None).view_as(x)
-        dw_ih, dw_yh, dw_hy = daf.t() @ _flat(x), daf.t() @ _flat(ys[:-1]), dvf.t() @ _flat(hs)
-        db_h, db_y = (daf.sum(0), dvf.sum(0)) if ctx.has_bias else (None, None)
-        return dx, dstate, dw_ih, dw_yh, db_h, dw_hy, db_y, None, None, None
+        dw_yh, dw_hy = daf.t() @ _flat(ys[:-1]), dvf.t() @ _flat(hs)
+        return da, dstate, dw_yh, dw_hy, dvf.sum(0) if ctx.has_bias else None, None, None, None
 
 
 def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None) -> tuple[Tensor, Tensor]:
-    args = (x, y0, cell.weight_ih, cell.weight_yh, cell.bias_h, cell.weight_hy, cell.bias_y, alive,
-            cell.nonlinearity, cell.output_activation)  # fmt: skip
-    if _needs_grad(args):
+    grad = _needs_grad((x, y0, *cell.parameters()))
+    xw = _input_side(x, cell.weight_ih, cell.bias_h, grad)
+    args = (xw, y0, cell.weight_yh, cell.weight_hy, cell.bias_y, alive, cell.nonlinearity,
+            cell.output_activation)  # fmt: skip
+    if grad:
         return JordanScan.apply(*args)
     ys = _jordan_forward(*args)[1]
     return ys[1:], ys[-1]
