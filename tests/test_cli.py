@@ -1,8 +1,10 @@
 """The command line: the README's main job runs and reports what it built."""
 
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,34 @@ def test_all_matches_lazy_table():
     import rnnkit
 
     assert sorted(rnnkit.__all__) == sorted([*rnnkit._EXPORTS, "nn"])
+
+
+def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
+    """The README's main job, small: train a character LM on real text, then sample from it."""
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+    if not shared.is_file():
+        pytest.skip("../shared/data is not here")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shared.read_text()[:20000])
+    run = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(corpus), "--out", str(run), "--hidden", "32", "--steps", "40",
+            "--batch", "4", "--seq-len", "16", "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 40 and report["vocab_size"] > 30
+    assert report["valid_loss"] < math.log(report["vocab_size"])  # it learned something
+    assert {"config.json", "tokenizer.json", "metrics.jsonl", "checkpoints"} <= {
+        p.name for p in run.iterdir()
+    }
+
+    assert main(["sample", str(run), "--prime", "ROMEO:", "--length", "50", "--json"]) == 0
+    text = json.loads(capsys.readouterr().out)["text"]
+    assert text.startswith("ROMEO:") and len(text) == 56
+
+    # the same run directory again without --resume is refused, with a message and no traceback
+    assert main(argv) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "missing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["sample", str(run), "--prime", "\u00e9"]) == 2  # a character the corpus never had
+    assert "é" in capsys.readouterr().err

@@ -81,6 +81,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    """Train a character-level language model; report the validation loss in nats and bits per char."""
+    from rnnkit import lm
+
+    model_opts, train_opts = lm.options_from(
+        args.preset, cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+        tie_weights=args.tie_weights, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
+        lr=args.lr, seed=args.seed,
+    )  # fmt: skip
+    report = lm.train_language_model(
+        args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
+    )
+    report["run_dir"] = str(report["run_dir"])
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"trained {report['steps']} steps -> {report['run_dir']}: valid loss {report['valid_loss']:.4f} "
+            f"nats/char, {report['valid_bpc']:.4f} bits/char ({report['parameters']:,} parameters)"
+        )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Generate text from a trained language model's run directory."""
+    import torch
+
+    from rnnkit import generate, lm
+
+    trained = lm.load_language_model(args.run_dir, which=args.checkpoint)
+    generator = torch.Generator().manual_seed(args.seed)
+    text = generate.sample_text(
+        trained.model, trained.tokenizer, args.prime, args.length, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, generator=generator,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"run_dir": str(trained.run_dir), "prime": args.prime, "text": text}))
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnnkit import __version__  # no torch import: rnnkit's names load lazily
 
@@ -95,6 +137,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
+    tlm = train.add_parser("lm", help="a character-level language model on a text corpus")
+    tlm.add_argument("--data", required=True, help="a named dataset (tinyshakespeare, shakespeare) or a path")
+    tlm.add_argument("--out", required=True, help="the run directory to create (or resume)")
+    tlm.add_argument("--preset", choices=["quick", "best"], help="a set of options (default: quick)")
+    tlm.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell")
+    tlm.add_argument("--hidden", type=int, help="hidden (and embedding) size")
+    tlm.add_argument("--layers", type=int, help="stacked recurrent layers")
+    tlm.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
+    tlm.add_argument("--tie-weights", action="store_true", default=None, help="tie readout and embedding")
+    tlm.add_argument("--seq-len", type=int, help="truncated BPTT window (tau)")
+    tlm.add_argument("--batch", type=int, help="parallel streams per step")
+    tlm.add_argument("--steps", type=int, help="optimizer steps in all")
+    tlm.add_argument("--lr", type=float, help="AdamW learning rate")
+    tlm.add_argument("--seed", type=int, help="random seed")
+    tlm.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    tlm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    tlm.set_defaults(func=cmd_train_lm)
+
+    sample = sub.add_parser("sample", help="generate text from a trained language model")
+    sample.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")
+    sample.add_argument("--prime", default="\n", help="text to start from (default: a newline)")
+    sample.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (default 0.8)")
+    sample.add_argument("--top-k", type=int, help="sample from the k most likely characters only")
+    sample.add_argument("--top-p", type=float, help="nucleus sampling: the smallest set with this mass")
+    sample.add_argument("--greedy", action="store_true", help="always take the most likely character")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    sample.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sample.set_defaults(func=cmd_sample)
 
     bench = sub.add_parser("bench", help="time rnnkit against torch.nn and a Python loop, side by side")
     bench.add_argument("--quick", action="store_true", help="one grid point (T=100, B=64, H=256)")
@@ -111,11 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("seq_len", "batch", "features", "hidden", "repeats"):
-        if getattr(args, name, 1) < 1:
+    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input (InputError is a ValueError): no traceback
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

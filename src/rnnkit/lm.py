@@ -1,0 +1,115 @@
+"""Language models end to end: data -> tokenizer -> model -> training -> a run directory, and back.
+
+The CLI's ``rnnkit train lm`` and ``rnnkit sample`` are thin shells over these functions.
+A run directory holds ``config.json`` (``{"train": ..., "model": ...}``), ``tokenizer.json``,
+``metrics.jsonl`` and ``checkpoints/`` (safetensors weights, verified by SHA-256).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import CharTokenizer, load_dataset, load_tokenizer, save_tokenizer
+from .errors import InputError
+from .models import LanguageModel, LMConfig
+from .training.checkpoint import atomic_write, load_checkpoint
+from .training.trainer import TrainConfig, train_lm
+
+# Presets: (model options, training options). "quick" is the README's main job: about two minutes on
+# 2 CPU cores; "best" is the strongest tinyshakespeare model this project has trained on such a CPU.
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "quick": (
+        {"cell": "lstm", "hidden": 256, "layers": 1, "dropout": 0.0},
+        {"steps": 2500, "batch_size": 32, "seq_len": 64, "lr": 3e-3, "eval_every": 500,
+         "checkpoint_every": 500},
+    ),
+    "best": (
+        {"cell": "lstm", "hidden": 512, "layers": 2, "dropout": 0.2},
+        {"steps": 20000, "batch_size": 64, "seq_len": 128, "lr": 2e-3, "eval_every": 1000,
+         "checkpoint_every": 500},
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class TrainedLM:
+    model: LanguageModel
+    tokenizer: Any
+    run_dir: Path
+
+
+def train_language_model(
+    data: str,
+    out: str | os.PathLike[str],
+    model_options: dict[str, Any],
+    train_options: dict[str, Any],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a character-level LM on a named dataset or a path; returns the trainer's report."""
+    run_dir = Path(out)
+    splits = load_dataset(data)
+    if resume:
+        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    else:
+        # the vocabulary comes from the training text; characters seen only in validation map to <unk>
+        unseen = set(splits.valid) - set(splits.train)
+        tokenizer = CharTokenizer.fit(splits.train, allow_unknown=bool(unseen))
+    train_ids = tokenizer.encode(splits.train, source=f"{data} (train)")
+    valid_ids = tokenizer.encode(splits.valid, source=f"{data} (valid)")
+    model = LanguageModel(LMConfig(vocab_size=tokenizer.vocab_size, **model_options))
+    config = TrainConfig(**train_options)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "checkpoints").exists():
+            raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        atomic_write(run_dir / "data.json", (json.dumps({"data": data}) + "\n").encode())
+    report = train_lm(model, train_ids, valid_ids, config, run_dir, resume=resume, progress=progress)
+    return {
+        **report,
+        "vocab_size": tokenizer.vocab_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def load_language_model(run_dir: str | os.PathLike[str], which: str = "best") -> TrainedLM:
+    """The model of a run directory with its best (or latest) weights, and its tokenizer."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise InputError(f"{run_dir}: not a run directory (no config.json); train one with `rnnkit train lm`")
+    saved = json.loads(config_path.read_text())
+    model = LanguageModel(LMConfig(**saved["model"]))
+    try:
+        ckpt = load_checkpoint(run_dir, which=which)
+    except InputError:
+        if which != "best":
+            raise
+        ckpt = load_checkpoint(run_dir, which="latest")  # a run that never evaluated has no best
+    model.load_state_dict(ckpt.model_state)
+    model.eval()
+    return TrainedLM(model, load_tokenizer(run_dir / "tokenizer.json"), run_dir)
+
+
+def options_from(preset: str | None, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and training options: a preset's, with every non-None override applied."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    model_opts, train_opts = (dict(d) for d in PRESETS[preset or "quick"])
+    model_fields, train_fields = set(asdict(LMConfig(vocab_size=1))), set(asdict(TrainConfig()))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in model_fields:
+            model_opts[key] = value
+        elif key in train_fields:
+            train_opts[key] = value
+        else:
+            raise ValueError(f"unknown option {key!r}")
+    return model_opts, train_opts
