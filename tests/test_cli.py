@@ -87,7 +87,7 @@ def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
         p.name for p in run.iterdir()
     }
 
-    assert main(["sample", str(run), "--prime", "ROMEO:", "--length", "50", "--json"]) == 0
+    assert main(["generate", str(run), "--prime", "ROMEO:", "--length", "50", "--json"]) == 0
     text = json.loads(capsys.readouterr().out)["text"]
     assert text.startswith("ROMEO:") and len(text) == 56
 

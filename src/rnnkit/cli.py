@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     tlm.set_defaults(func=cmd_train_lm)
 
-    sample = sub.add_parser("sample", help="generate text from a trained language model")
+    sample = sub.add_parser(
+        "generate", aliases=["sample"], help="generate text from a trained language model"
+    )
     sample.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")
     sample.add_argument("--prime", default="\n", help="text to start from (default: a newline)")
     sample.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
