@@ -91,6 +91,16 @@ def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
     text = json.loads(capsys.readouterr().out)["text"]
     assert text.startswith("ROMEO:") and len(text) == 56
 
+    # evaluate any text in the run's vocabulary; characters it never saw are counted, not scored
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(shared.read_text()[20000:23000] + "\u00e9\u00e9")
+    assert main(["evaluate", str(run), "--data", str(held_out), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["unknown"] == 2 and scores["tokens"] == 2999
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
+    assert scores["bits_per_token"] == pytest.approx(scores["loss"] / math.log(2))
+    assert scores["loss"] < math.log(report["vocab_size"])
+
     # the same run directory again without --resume is refused, with a message and no traceback
     assert main(argv) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
@@ -98,3 +108,16 @@ def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["sample", str(run), "--prime", "\u00e9"]) == 2  # a character the corpus never had
     assert "é" in capsys.readouterr().err
+
+
+def test_ngram_command(tmp_path, capsys):
+    train, held_out = tmp_path / "train.txt", tmp_path / "eval.txt"
+    train.write_text("the cat sat on the mat. " * 200)
+    held_out.write_text("the mat sat on the cat. " * 20)
+    assert main(["ngram", "--order", "3", "--train", str(train), "--eval", str(held_out), "--json",
+                 "--generate", "30", "--prime", "the"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["order"] == 3 and report["tokens"] == len(held_out.read_text())
+    assert report["loss"] < 0.5 * math.log(len(set(train.read_text())))  # far better than uniform
+    assert report["text"].startswith("the") and len(report["text"]) == 33
+    assert main(["ngram", "--order", "0", "--train", str(train), "--eval", str(held_out)]) == 2

@@ -123,6 +123,50 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score any text with a trained language model (its own vocabulary)."""
+    from rnnkit import lm
+
+    report = lm.evaluate_text(args.run_dir, args.data, which=args.checkpoint)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{args.data}: {report['loss']:.4f} nats/char, {report['bits_per_token']:.4f} bits/char, "
+            f"perplexity {report['perplexity']:.3f} over {report['tokens']:,} characters "
+            f"({report['unknown']} unknown)"
+        )
+    return 0
+
+
+def cmd_ngram(args: argparse.Namespace) -> int:
+    """Fit a Kneser-Ney character n-gram on one text and score another: the Markov baseline."""
+    import torch
+
+    from rnnkit.baselines import KneserNeyLM
+    from rnnkit.data import CharTokenizer, read_text
+
+    train, evaluation = read_text(args.train), read_text(args.eval)
+    tokenizer = CharTokenizer.fit(train, allow_unknown=bool(set(evaluation) - set(train)))
+    model = KneserNeyLM(order=args.order).fit(tokenizer.encode(train), vocab_size=tokenizer.vocab_size)
+    report = model.evaluate(tokenizer.encode(evaluation, source=args.eval))
+    report["order"] = args.order
+    if args.generate:
+        prime = tokenizer.encode(args.prime).tolist()
+        new = model.sample(prime, args.generate, generator=torch.Generator().manual_seed(args.seed))
+        report["text"] = args.prime + tokenizer.decode(new)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{args.order}-gram: {report['loss']:.4f} nats/char, {report['bits_per_token']:.4f} bits/char, "
+            f"perplexity {report['perplexity']:.3f} over {report['tokens']:,} characters"
+        )
+        if args.generate:
+            print(report["text"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnnkit import __version__  # no torch import: rnnkit's names load lazily
 
@@ -175,6 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sample.set_defaults(func=cmd_sample)
 
+    ev = sub.add_parser("evaluate", help="score a text with a trained language model")
+    ev.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")
+    ev.add_argument("--data", required=True, help="a text file to score")
+    ev.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    ev.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ng = sub.add_parser("ngram", help="Kneser-Ney character n-gram baseline: fit on one text, score another")
+    ng.add_argument("--order", type=int, default=6, help="n (default 6)")
+    ng.add_argument("--train", required=True, help="text file to fit on")
+    ng.add_argument("--eval", required=True, help="text file to score")
+    ng.add_argument("--generate", type=int, default=0, help="also sample this many characters")
+    ng.add_argument("--prime", default="\n", help="text to start sampling from (default: a newline)")
+    ng.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    ng.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ng.set_defaults(func=cmd_ngram)
+
     bench = sub.add_parser("bench", help="time rnnkit against torch.nn and a Python loop, side by side")
     bench.add_argument("--quick", action="store_true", help="one grid point (T=100, B=64, H=256)")
     bench.add_argument("--model", action="append", help="only this model (repeatable), e.g. LSTM, GRU")
@@ -190,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps"):
+    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)

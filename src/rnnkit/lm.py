@@ -97,6 +97,31 @@ def load_language_model(run_dir: str | os.PathLike[str], which: str = "best") ->
     return TrainedLM(model, load_tokenizer(run_dir / "tokenizer.json"), run_dir)
 
 
+def evaluate_text(run_dir: str | os.PathLike[str], path: str | os.PathLike[str], which: str = "best") -> dict:
+    """Loss of a trained model on any text file, in its own vocabulary.
+
+    Characters outside the vocabulary cannot be scored: with an ``<unk>`` token they are scored as
+    ``<unk>``, otherwise they are left out; either way they are counted in ``"unknown"``.
+    """
+    import math
+
+    from .data import TBPTTStream, read_text
+    from .training.trainer import evaluate
+
+    trained = load_language_model(run_dir, which)
+    text = read_text(path)
+    vocab = set(trained.tokenizer.chars) if hasattr(trained.tokenizer, "chars") else None
+    unknown = sum(1 for ch in text if vocab is not None and ch not in vocab)
+    if unknown and trained.tokenizer.unk_id is None:
+        text = "".join(ch for ch in text if ch in vocab)
+    ids = trained.tokenizer.encode(text, source=str(path))
+    if ids.numel() < 2:
+        raise InputError(f"{path}: needs at least 2 known characters to score, got {ids.numel()}")
+    loss = evaluate(trained.model, TBPTTStream(ids, 1, min(256, ids.numel() - 1)))
+    return {"loss": loss, "bits_per_token": loss / math.log(2), "perplexity": math.exp(loss),
+            "tokens": ids.numel() - 1, "unknown": unknown}  # fmt: skip
+
+
 def options_from(preset: str | None, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model and training options: a preset's, with every non-None override applied."""
     if preset is not None and preset not in PRESETS:
