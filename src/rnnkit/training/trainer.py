@@ -238,12 +238,11 @@ def evaluate(model: nn.Module, stream: TBPTTStream) -> float:
     model.eval()
     device = next(model.parameters()).device
     total, count, state = 0.0, 0, None
-    with torch.no_grad():  # no graph: evaluation needs no gradients (and would hold every chunk's)
-        for k in range(len(stream)):
-            x, y = (t.to(device) for t in stream[k])  # (T, B)
-            logits, state = model(x, state)  # (T, B, V)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-            count += y.numel()
+    for k in range(len(stream)):
+        x, y = (t.to(device) for t in stream[k])  # (T, B)
+        logits, state = model(x, state)  # (T, B, V)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
     model.train(was_training)
     return total / count
 
