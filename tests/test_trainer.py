@@ -224,3 +224,16 @@ def test_resume_refuses_a_corrupt_or_missing_checkpoint(tmp_path):
         train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(10), run_dir, resume=True, progress=False)
     with pytest.raises(Exception, match="already holds checkpoints"):  # nor a silent overwrite
         train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(10), run_dir, progress=False)
+
+
+def test_minutes_budget_stops_early_with_a_final_checkpoint(tmp_path):
+    from rnnkit.training.checkpoint import load_checkpoint
+
+    model = LanguageModel(LMConfig(vocab_size=TOKENIZER.vocab_size, hidden=16))
+    config = TrainConfig(
+        steps=10_000, batch_size=4, seq_len=8, minutes=1e-4, eval_every=1000, checkpoint_every=1000
+    )
+    report = train_lm(model, IDS[:1200], IDS[1200:], config, tmp_path / "run", progress=False)
+    assert 1 <= report["steps"] < 10_000
+    assert load_checkpoint(tmp_path / "run").step == report["steps"]  # saved where it stopped
+    assert report["valid_loss"] == report["valid_loss"]  # a real number: evaluated at the stop

@@ -88,7 +88,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     model_opts, train_opts = lm.options_from(
         args.preset, cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
         tie_weights=args.tie_weights, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
-        lr=args.lr, seed=args.seed,
+        lr=args.lr, seed=args.seed, minutes=args.minutes,
     )  # fmt: skip
     report = lm.train_language_model(
         args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.add_argument("--batch", type=int, help="parallel streams per step")
     tlm.add_argument("--steps", type=int, help="optimizer steps in all")
     tlm.add_argument("--lr", type=float, help="AdamW learning rate")
+    tlm.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     tlm.add_argument("--seed", type=int, help="random seed")
     tlm.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"

@@ -55,6 +55,8 @@ class TrainConfig:
         keep_last: checkpoints kept on disk (the best one is kept besides).
         eval_every: validation loss every this many steps (and at the end).
         log_every: refresh the progress bar's loss every this many steps (metrics.jsonl gets every step).
+        minutes: a wall-time budget for this process: training stops after the first step past it (with a
+            final validation and checkpoint), even before ``steps``; a resumed run gets a fresh budget.
     """
 
     steps: int = 1000
@@ -69,6 +71,7 @@ class TrainConfig:
     keep_last: int = 3
     eval_every: int = 100
     log_every: int = 10
+    minutes: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -84,7 +87,7 @@ class TrainConfig:
         check_int("seed", self.seed, minimum=0)
         _check_real("lr", self.lr, positive=True)
         _check_real("weight_decay", self.weight_decay, positive=False)
-        for name in ("clip_norm", "clip_value"):
+        for name in ("clip_norm", "clip_value", "minutes"):
             if getattr(self, name) is not None:
                 _check_real(name, getattr(self, name), positive=True)
 
@@ -157,6 +160,7 @@ def train_lm(
     atomic_write(run_dir / "config.json", (json.dumps(saved, indent=2) + "\n").encode())
 
     bar = tqdm(total=config.steps, initial=step, disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    deadline = time.perf_counter() + config.minutes * 60 if config.minutes is not None else math.inf
     with open(metrics_path, "a", encoding="utf-8") as log:
         while step < config.steps:
             t0 = time.perf_counter()
@@ -196,13 +200,14 @@ def train_lm(
             if step % config.log_every == 0:
                 bar.set_postfix(loss=f"{train_loss:.3f}", bpc=f"{train_loss / LN2:.3f}")
 
+            last = step == config.steps or time.perf_counter() >= deadline
             is_best = False
-            if step % config.eval_every == 0 or step == config.steps:
+            if step % config.eval_every == 0 or last:
                 valid_loss = evaluate(model, valid)
                 _log(log, step=step, valid_loss=valid_loss, valid_bpc=valid_loss / LN2)
                 is_best = valid_loss < best_valid
                 best_valid = min(best_valid, valid_loss)
-            if step % config.checkpoint_every == 0 or step == config.steps or is_best:
+            if step % config.checkpoint_every == 0 or last or is_best:
                 # metrics first, then the checkpoint: lines past a checkpoint are dropped on resume
                 log.flush()
                 train_state = {
@@ -218,6 +223,8 @@ def train_lm(
                     run_dir, model_state=model.state_dict(), train_state=train_state, step=step,
                     keep_last=config.keep_last, is_best=is_best,
                 )  # fmt: skip
+            if last:
+                break
     bar.close()
     return {
         "steps": step,
