@@ -18,6 +18,7 @@ from torch import nn
 
 import rnnkit.nn as rnn
 from rnnkit import ElmanCell, GRUCell, InputError, JordanCell, LSTMCell, LSTMState, Recurrent
+from rnnkit.cells.base import map_state
 from rnnkit.layers import streaming
 
 T, B, F, H = 6, 3, 4, 5  # sequence length, batch, input features, hidden units
@@ -166,6 +167,25 @@ def test_drop_in_step_equals_torch_one_step_at_a_time(name):
             torch.testing.assert_close(y_ours, y_theirs[0], **TOL[F32])
     for a, b in zip(fields(s_ours), fields(s_theirs), strict=True):
         torch.testing.assert_close(a, b, **TOL[F32])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman-relu-readout", "jordan"])
+def test_one_step_forward_without_grad_takes_the_streaming_step(monkeypatch, name):
+    """forward on T = 1 under no_grad (generation) runs the cached streaming step, with the same values
+    as the full forward; with grad enabled it does not (the step has no analytic backward)."""
+    model = family(name, 2, F32)
+    x, state = torch.randn(1, B, F), random_state(model, B, dtype=F32)
+    y_grad, final_grad = model(x, state)
+    calls = []
+    real = streaming.step
+    monkeypatch.setattr(streaming, "step", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        y, final = model(x, state)
+    assert calls == [1]
+    torch.testing.assert_close(y, y_grad.detach(), **TOL[F32])
+    assert_state_close(final, map_state(lambda s: s.detach(), final_grad), **TOL[F32])
+    model(x, state)
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("name", ["lstm", "lstm-proj", "gru", "elman-relu-readout", "jordan"])
