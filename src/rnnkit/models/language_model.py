@@ -76,12 +76,19 @@ class LanguageModel(nn.Module):
         p = self.embedding.weight
         return stack_states([c.init_state(batch, dtype=p.dtype, device=p.device) for c in self.rnn.cells])
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(
+        self, tokens: Tensor, state: State | None = None, teacher_forcing: float = 1.0
+    ) -> tuple[Tensor, State]:
         """Score the next token at every position.
 
         Arguments:
             tokens: (T, B) int64 token ids.
             state: from :meth:`init_state` or a previous call; zeros if omitted.
+            teacher_forcing: the probability of reading ``tokens[t]`` at step t >= 1. Below 1 (scheduled
+                sampling, Bengio et al. 2015), each stream's input at step t is, with probability
+                ``1 - teacher_forcing``, a token sampled from the model's own distribution at step t - 1
+                instead; step 0 always reads ``tokens[0]``. The sampled inputs are not differentiated
+                through (as in the paper). Runs one step at a time, so it is slower than 1.0.
 
         Returns:
             ``(logits, state)``: logits (T, B, V) (unnormalised) and the final state (as ``state``).
@@ -90,7 +97,24 @@ class LanguageModel(nn.Module):
             raise ValueError(
                 f"tokens must be (T, B) int64, got shape {tuple(tokens.shape)} and dtype {tokens.dtype}"
             )
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {teacher_forcing!r}")
+        if teacher_forcing < 1.0:
+            return self._scheduled_sampling(tokens, state, teacher_forcing)
         x = self.embedding(tokens)  # (T, B, H)
         y, state = self.rnn(x, state)  # (T, B, H)
         logits = self.readout(self.dropout(y))  # (T, B, V)
         return logits, state
+
+    def _scheduled_sampling(self, tokens: Tensor, state: State | None, ratio: float) -> tuple[Tensor, State]:
+        steps = []
+        inputs = tokens[0]  # (B,)
+        for t in range(tokens.shape[0]):
+            if t > 0:
+                with torch.no_grad():
+                    own = torch.multinomial(torch.softmax(steps[-1][0], -1), 1).squeeze(1)  # (B,)
+                    truth = torch.rand(tokens.shape[1], device=tokens.device) < ratio  # (B,)
+                    inputs = torch.where(truth, tokens[t], own)
+            y, state = self.rnn(self.embedding(inputs)[None], state)  # (1, B, H)
+            steps.append(self.readout(self.dropout(y)))  # (1, B, V)
+        return torch.cat(steps), state  # (T, B, V)

@@ -1,0 +1,180 @@
+"""What the trainer trains: a task hands out batches, computes a loss, evaluates, and saves its place.
+
+:func:`rnnkit.training.trainer.fit` runs any object with the methods of :class:`Task`. The language model
+task below is truncated BPTT over B parallel streams of one corpus; classification and sequence-to-
+sequence tasks plug into the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells.base import State, map_state
+from ..data.text import TBPTTStream
+from ..errors import InputError, check_int
+from . import distributed
+
+LN2 = math.log(2.0)
+
+
+class Task(Protocol):
+    """The interface :func:`~rnnkit.training.trainer.fit` trains through."""
+
+    def shard(self, rank: int, world: int) -> None:
+        """Train and evaluate on this rank's share of every batch from now on (many processes)."""
+
+    def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
+        """Take the next batch and return its loss (a scalar with a graph, the mean over this rank's
+        share) and numbers to log (their means over ranks are logged). ``"items"``, if given, counts
+        what throughput is measured in (tokens); it is summed over ranks instead."""
+
+    def after_backward(self) -> None:
+        """Called after ``loss.backward()``: cut what must not be differentiated through next time."""
+
+    def reset(self) -> None:
+        """Forget any carried state (after a skipped non-finite step)."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation numbers, over all ranks, including ``"loss"`` (lower is better)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the task is (data position, carried state), as tensors and plain values."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class LMTask:
+    """Next-token prediction with truncated BPTT over ``batch_size`` parallel streams.
+
+    Each step takes the next chunk of ``seq_len`` (k1) tokens of every stream and starts from the
+    hidden state the previous chunk left (detached: gradients stop at the chunk boundary). With
+    ``bptt_window`` k2 < k1 (Williams & Peng 1990), the first k1 - k2 steps of the chunk only advance
+    the state, without a graph, and the loss and gradient come from the last k2 steps, so gradients flow
+    back at most k2 steps. At the end of the corpus a new epoch starts from the beginning with a zero
+    state.
+
+    Arguments:
+        train_ids, valid_ids: (N,) int64 token ids.
+        batch_size: B streams (the global batch; each of W ranks takes B / W of them).
+        seq_len: k1, tokens per step and stream.
+        bptt_window: k2 <= k1, or None for k1.
+    """
+
+    def __init__(
+        self,
+        train_ids: Tensor,
+        valid_ids: Tensor,
+        batch_size: int,
+        seq_len: int,
+        bptt_window: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.train = TBPTTStream(train_ids, batch_size, seq_len)
+        self.valid = TBPTTStream(valid_ids, batch_size, seq_len)
+        if bptt_window is not None:
+            check_int("bptt_window", bptt_window)
+            if bptt_window > seq_len:
+                raise InputError(f"bptt_window (k2) must be <= seq_len (k1) = {seq_len}, got {bptt_window}")
+        self.bptt_window = bptt_window
+        self.device = torch.device(device)
+        self.columns = slice(None)  # this rank's streams
+        self.state: State | None = None  # carried from chunk to chunk
+
+    def shard(self, rank: int, world: int) -> None:
+        B = self.train.batch_size
+        if B % world:
+            raise InputError(f"batch_size {B} must be divisible by the number of processes, {world}")
+        b = B // world
+        self.columns = slice(rank * b, (rank + 1) * b)
+
+    def _next_chunk(self) -> tuple[Tensor, Tensor]:
+        if self.train.position == len(self.train):
+            # a new epoch starts at the corpus' beginning: the end's hidden state means nothing there
+            self.train.load_state_dict({"position": 0, "epoch": self.train.epoch + 1})
+            self.state = None
+        x, y = self.train[self.train.position]  # (T, B) each
+        self.train.position += 1
+        return x[:, self.columns].to(self.device), y[:, self.columns].to(self.device)
+
+    def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
+        x, y = self._next_chunk()  # (T, b)
+        state = self.state
+        k2 = self.bptt_window
+        if k2 is not None and k2 < x.shape[0]:
+            with torch.no_grad():  # advance the state through the first k1 - k2 steps, no graph
+                _, state = model(x[: x.shape[0] - k2], state)
+            x, y = x[-k2:], y[-k2:]
+        if teacher_forcing < 1.0:
+            logits, state = model(x, state, teacher_forcing=teacher_forcing)  # (T, b, V)
+        else:
+            logits, state = model(x, state)
+        self.state = state
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == y).float().mean().item()
+        return loss, {"bpc": loss.item() / LN2, "accuracy": accuracy, "items": float(y.numel())}
+
+    def after_backward(self) -> None:
+        # Truncated BPTT: the next chunk starts from this state's values, but its graph is cut here.
+        # Without detach the next backward would run back through every chunk since the start
+        # (memory and time growing without bound), and through a graph already freed by backward.
+        if self.state is not None:
+            self.state = map_state(lambda s: s.detach(), self.state)
+
+    def reset(self) -> None:
+        self.state = None
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        total, correct, count = evaluate_stream(model, self.valid, self.columns)
+        total, correct, count = distributed.all_reduce_sum([total, correct, count], self.device)
+        loss = total / count
+        return {
+            "loss": loss,
+            "bpc": loss / LN2,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "accuracy": correct / count,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        # every rank's streams joined in order, so the checkpoint is the same as one process would write
+        hidden = None if self.state is None else map_state(distributed.gather_batch, self.state)
+        return {"stream": self.train.state_dict(), "hidden": hidden}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train.load_state_dict(state["stream"])
+        hidden = state["hidden"]
+        self.state = (
+            None if hidden is None else map_state(lambda s: s[:, self.columns].to(self.device), hidden)
+        )
+
+
+@torch.no_grad()
+def evaluate_stream(
+    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None)
+) -> tuple[float, float, float]:
+    """Summed cross-entropy (nats), correct argmax predictions and token count over every chunk of
+    ``stream`` (its ``columns``), state carried across chunks. Uses no randomness (eval mode), so
+    running it does not change what training draws next."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, correct, count, state = 0.0, 0.0, 0, None
+    for k in range(len(stream)):
+        x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
+        logits, state = model(x, state)  # (T, b, V)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    return total, correct, float(count)
+
+
+def evaluate(model: nn.Module, stream: TBPTTStream) -> float:
+    """Mean cross-entropy (nats per token) over every chunk of ``stream``, state carried across chunks."""
+    total, _, count = evaluate_stream(model, stream)
+    return total / count
