@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,3 +238,174 @@ def test_minutes_budget_stops_early_with_a_final_checkpoint(tmp_path):
     assert 1 <= report["steps"] < 10_000
     assert load_checkpoint(tmp_path / "run").step == report["steps"]  # saved where it stopped
     assert report["valid_loss"] == report["valid_loss"]  # a real number: evaluated at the stop
+
+
+def test_resume_is_exact_with_a_schedule_scheduled_sampling_and_k2(tmp_path):
+    """The LR schedule's place, the sampling draws and the k2 window all resume exactly. (Both schedules
+    here depend on ``steps``, so the interrupted run is the same 20-step run, cut at step 11.)"""
+    kw = dict(schedule="cosine", warmup_steps=3, teacher_forcing="linear", bptt_window=5)
+    straight = make_model()
+    train_lm(straight, TRAIN_IDS, VALID_IDS, config(20, **kw), tmp_path / "a", progress=False)
+    run_b = tmp_path / "b"
+    train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(20, checkpoint_every=1, keep_last=30, **kw), run_b,
+             progress=False)  # fmt: skip
+    # as if killed right after step 11's checkpoint
+    checkpoints = run_b / "checkpoints"
+    for late in range(12, 21):
+        shutil.rmtree(checkpoints / f"step-{late:06d}", ignore_errors=True)
+    (checkpoints / "latest").write_text("step-000011\n")
+    (checkpoints / "best").unlink(missing_ok=True)
+    resumed = make_model(seed=5)
+    cfg = config(20, checkpoint_every=1, keep_last=30, **kw)
+    train_lm(resumed, TRAIN_IDS, VALID_IDS, cfg, run_b, resume=True, progress=False)
+    assert_same_weights(resumed, straight)
+    a, b = train_lines(tmp_path / "a"), train_lines(run_b)
+    assert [r["lr"] for r in b] == [r["lr"] for r in a]
+    assert [r["loss"] for r in b] == [r["loss"] for r in a]
+    assert [r["teacher_forcing"] for r in a] == pytest.approx([1 - i / 20 for i in range(20)])
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(4), tmp_path / "r", progress=False)
+    with pytest.raises(Exception, match="started with other settings"):
+        train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(8, lr=0.5), tmp_path / "r", resume=True,
+                 progress=False)  # fmt: skip
+    # the wall-time budget and the step count may change
+    report = train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(8, minutes=5.0), tmp_path / "r",
+                      resume=True, progress=False)  # fmt: skip
+    assert report["steps"] == 8
+
+
+# -- truncated BPTT with k2 < k1 --------------------------------------------------------------------------
+
+
+def test_k2_window_limits_how_far_gradients_flow():
+    from rnnkit.training.tasks import LMTask
+
+    V = 16
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(V, "lstm", hidden=8))
+    ids = torch.arange(40) % V  # chunk 0 reads tokens 0..7, each once
+    task = LMTask(ids, ids, batch_size=1, seq_len=8, bptt_window=3)
+    loss, _ = task.train_step(model, 1.0)
+    loss.backward()
+    grad = model.embedding.weight.grad.abs().sum(1)  # (V,) per token
+    assert (grad[:5] == 0).all()  # read before the window: no gradient reaches them
+    assert (grad[5:8] > 0).all()  # the last k2 = 3 inputs
+    # the loss is the mean over those 3 positions, from the state after the first 5
+    with torch.no_grad():
+        logits, _ = model(ids[:8].view(8, 1))
+    expected = torch.nn.functional.cross_entropy(logits[5:, 0], ids[6:9])
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+# -- scheduled sampling -----------------------------------------------------------------------------------
+
+
+def record_inputs(model: LanguageModel) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    model.embedding.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    return seen
+
+
+def peaked_model(token: int) -> LanguageModel:
+    """A model whose own prediction is always ``token``."""
+    model = make_model()
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        model.readout.bias.fill_(-50.0)
+        model.readout.bias[token] = 50.0
+    return model
+
+
+def test_teacher_forcing_one_reads_the_truth_and_zero_reads_the_models_own_predictions():
+    tokens = torch.randint(1, TOKENIZER.vocab_size, (12, 300))
+    tokens[tokens == 3] = 4
+    model = peaked_model(3)
+    model.eval()
+    seen = record_inputs(model)
+    full, _ = model(tokens)
+    assert torch.equal(torch.cat(seen), tokens)
+    seen.clear()
+    own, _ = model(tokens, teacher_forcing=0.0)
+    inputs = torch.stack(seen)  # (T, B): one (B,) step at a time
+    assert torch.equal(inputs[0], tokens[0]) and (inputs[1:] == 3).all()
+    assert own.shape == full.shape
+    seen.clear()
+    torch.manual_seed(0)
+    model(tokens, teacher_forcing=0.7)
+    inputs = torch.stack(seen)
+    truth = (inputs[1:] == tokens[1:]).float().mean().item()
+    assert 0.66 < truth < 0.74  # 3300 coin flips with p = 0.7
+    assert ((inputs[1:] == tokens[1:]) | (inputs[1:] == 3)).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_step_by_step_path_equals_the_full_forward(cell):
+    """teacher_forcing=1.0 through the one-step loop gives the full forward's numbers and gradients."""
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(TOKENIZER.vocab_size, cell, hidden=16, layers=2)).double()
+    tokens = torch.randint(0, TOKENIZER.vocab_size, (7, 3))
+    full, s_full = model(tokens)
+    stepped, s_step = model._scheduled_sampling(tokens, None, 1.0)
+    torch.testing.assert_close(stepped, full)
+    g_full = torch.autograd.grad(full.square().sum(), model.rnn.parameters())
+    g_step = torch.autograd.grad(stepped.square().sum(), model.rnn.parameters())
+    for a, b in zip(g_step, g_full, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_teacher_forcing_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"teacher_forcing must be a probability in \[0, 1\], got 1.5"):
+        make_model()(torch.zeros(2, 1, dtype=torch.long), teacher_forcing=1.5)
+
+
+# -- killed during a checkpoint write ------------------------------------------------------------------
+
+
+def kill_at_job(run_dir: str, steps: int, call: str, at: int) -> None:
+    """Run in a subprocess: train, and SIGKILL this very process at the ``at``-th ``os.<call>``."""
+    import os
+
+    torch.set_num_threads(1)
+    real, count = getattr(os, call), 0
+
+    def dying(*args, **kwargs):
+        nonlocal count
+        count += 1
+        if count == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    setattr(os, call, dying)
+    train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(steps, checkpoint_every=3), run_dir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    model = make_model()
+    train_lm(model, TRAIN_IDS, VALID_IDS, config(24, checkpoint_every=3), tmp_path_factory.mktemp("s"),
+             progress=False)  # fmt: skip
+    return model
+
+
+# Kill points inside checkpoint writes after the first (which uses os.replace calls 2-7 and os.fsync
+# 3-14 in this run): os.replace moves a file or the checkpoint directory into place, moves a pointer,
+# or prunes; os.fsync makes a file's bytes durable before its rename. Save 6 uses replace 8-13 and fsync
+# 15-26; save 10 (a new best, and pruning) replace 21-28; save 12 fsync 39-52.
+@pytest.mark.parametrize("call, at", [("replace", 9), ("replace", 12), ("replace", 25), ("fsync", 18),
+                                      ("fsync", 45)])  # fmt: skip
+def test_killed_during_a_checkpoint_write_resumes_exactly(tmp_path, straight_run, call, at):
+    run_dir = tmp_path / "killed"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_trainer; "
+        f"test_trainer.kill_at_job({str(run_dir)!r}, 24, {call!r}, {at})"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "not killed: the kill point is past the run's end"
+    resumed = make_model(seed=9)
+    train_lm(resumed, TRAIN_IDS, VALID_IDS, config(24, checkpoint_every=3), run_dir, resume=True,
+             progress=False)  # fmt: skip
+    assert_same_weights(resumed, straight_run)
+    assert [r["step"] for r in train_lines(run_dir)] == list(range(1, 25))
