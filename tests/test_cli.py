@@ -121,3 +121,77 @@ def test_ngram_command(tmp_path, capsys):
     assert report["loss"] < 0.5 * math.log(len(set(train.read_text())))  # far better than uniform
     assert report["text"].startswith("the") and len(report["text"]) == 33
     assert main(["ngram", "--order", "0", "--train", str(train), "--eval", str(held_out)]) == 2
+
+
+def small_corpus(tmp_path: Path) -> Path:
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+    if not shared.is_file():
+        pytest.skip("../shared/data is not here")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shared.read_text()[:8000])
+    return corpus
+
+
+def test_training_options_reach_the_config_and_plots_are_drawn(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(small_corpus(tmp_path)), "--out", str(run), "--hidden", "16",
+            "--steps", "12", "--batch", "4", "--seq-len", "16", "--optimizer", "sgd", "--momentum", "0.8",
+            "--schedule", "cosine", "--warmup", "2", "--clip-norm", "0", "--bptt-window", "8",
+            "--teacher-forcing", "inverse_sigmoid", "--tf-k", "5", "--patience", "3", "--eval-every", "4",
+            "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["optimizer"] == "sgd" and train["momentum"] == 0.8 and train["schedule"] == "cosine"
+    assert train["warmup_steps"] == 2 and train["clip_norm"] is None and train["bptt_window"] == 8
+    assert train["teacher_forcing"] == "inverse_sigmoid" and train["tf_k"] == 5 and train["patience"] == 3
+    for name in ("loss.png", "grad_norm.png", "lr.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+        (run / name).unlink()
+    assert main(["plot", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plots"] == [
+        str(run / n) for n in ("loss.png", "grad_norm.png", "lr.png")
+    ]
+    assert (run / "loss.png").is_file()
+
+
+def test_bad_training_options_are_one_line_errors(tmp_path, capsys):
+    base = [
+        "train",
+        "lm",
+        "--data",
+        str(small_corpus(tmp_path)),
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "2",
+    ]
+    assert main([*base, "--bptt-window", "100", "--seq-len", "10"]) == 2
+    assert "bptt_window (k2) must be <= seq_len (k1) = 10, got 100" in capsys.readouterr().err
+    assert main([*base, "--gamma", "3"]) == 2
+    assert "gamma must be <= 1" in capsys.readouterr().err
+    assert main([*base, "--nproc", "0"]) == 2
+    assert "--nproc must be >= 1" in capsys.readouterr().err
+
+
+def test_nproc_trains_in_two_processes_through_torchrun(tmp_path):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "rnnkit", "train", "lm", "--data", str(small_corpus(tmp_path)), "--out",
+            str(run), "--hidden", "16", "--steps", "6", "--batch", "4", "--seq-len", "16", "--nproc", "2",
+            "--no-progress", "--no-plots", "--json"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # rank 0 alone reports
+    assert json.loads(reports[0])["steps"] == 6
+    state = json.loads((run / "checkpoints" / "step-000006" / "state.json").read_text())
+    assert state["world_size"] == 2
+
+
+def test_cli_choices_are_the_trainers():
+    from rnnkit import cli
+    from rnnkit.training import schedules
+
+    assert cli.OPTIMIZERS == schedules.OPTIMIZERS
+    assert cli.LR_SCHEDULES == schedules.LR_SCHEDULES
+    assert cli.TEACHER_FORCING == schedules.TEACHER_FORCING

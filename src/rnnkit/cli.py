@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -83,17 +85,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
     """Train a character-level language model; report the validation loss in nats and bits per char."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args.nproc, args.argv)
     from rnnkit import lm
+    from rnnkit.training import distributed
 
     model_opts, train_opts = lm.options_from(
         args.preset, cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
         tie_weights=args.tie_weights, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
-        lr=args.lr, seed=args.seed, minutes=args.minutes,
+        lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
+    if args.clip_norm == 0:
+        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
     report = lm.train_language_model(
         args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
     )
     report["run_dir"] = str(report["run_dir"])
+    if not distributed.is_main():
+        return 0  # rank 0 reports for all
     if args.json:
         print(json.dumps(report))
     else:
@@ -167,6 +176,85 @@ def cmd_ngram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Run this same command in ``nproc`` processes under torchrun (DDP, gloo on CPU)."""
+    rest = [a for i, a in enumerate(argv) if not _is_nproc(argv, i)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "rnnkit", *rest]  # fmt: skip
+    return subprocess.call(cmd)
+
+
+def _is_nproc(argv: Sequence[str], i: int) -> bool:
+    a = argv[i]
+    return a == "--nproc" or a.startswith("--nproc=") or (i > 0 and argv[i - 1] == "--nproc")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw a run's loss, gradient-norm and learning-rate curves as PNG files."""
+    from rnnkit.training.plots import plot_run
+
+    paths = [str(p) for p in plot_run(args.run_dir)]
+    print(json.dumps({"plots": paths}) if args.json else "\n".join(paths))
+    return 0
+
+
+# --option -> TrainConfig field, for the options every training command shares
+TRAINING_OPTIONS = {
+    "optimizer": "optimizer", "weight_decay": "weight_decay", "momentum": "momentum",
+    "schedule": "schedule", "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio",
+    "step_size": "step_size", "gamma": "gamma", "plateau_patience": "plateau_patience",
+    "patience": "patience", "clip_norm": "clip_norm", "clip_value": "clip_value",
+    "bptt_window": "bptt_window", "teacher_forcing": "teacher_forcing", "tf_k": "tf_k", "tf_c": "tf_c",
+    "tf_floor": "tf_floor", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+    "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
+}  # fmt: skip
+
+
+# rnnkit.training.schedules' names, repeated so that `rnnkit --help` does not import torch (a test checks)
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+TEACHER_FORCING = ("always", "linear", "exponential", "inverse_sigmoid")
+
+
+def _training_overrides(args: argparse.Namespace) -> dict[str, object]:
+    out = {field: getattr(args, option) for option, field in TRAINING_OPTIONS.items()}
+    if args.clip_norm == 0:
+        out["clip_norm"] = None  # a None is no override: cmd_train_lm turns it off
+    if args.no_plots:
+        out["plots"] = False
+    return out
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The optimizer, schedule, clipping, truncation and checkpoint options of every training command."""
+    g = p.add_argument_group("training")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
+    g.add_argument("--weight-decay", type=float, help="AdamW's decoupled decay; an L2 term for the others")
+    g.add_argument("--momentum", type=float, help="SGD's and RMSprop's (default 0.9)")
+    g.add_argument("--schedule", choices=LR_SCHEDULES, help="learning rate after warmup (default constant)")
+    g.add_argument("--warmup", type=int, help="linear warmup steps")
+    g.add_argument("--min-lr-ratio", type=float, help="cosine's final lr, and plateau's floor, over lr")
+    g.add_argument("--step-size", type=int, help="step schedule: decay every this many steps")
+    g.add_argument("--gamma", type=float, help="step and plateau schedules: the decay factor (default 0.5)")
+    g.add_argument("--plateau-patience", type=int, help="plateau: validations without a best before decay")
+    g.add_argument("--patience", type=int, help="early stopping: validations without a new best")
+    g.add_argument(
+        "--clip-norm", type=float, help="clip the global gradient norm to this (0 = off; default 1)"
+    )
+    g.add_argument("--clip-value", type=float, help="clamp every gradient entry to +-this")
+    g.add_argument("--bptt-window", type=int, help="k2 <= seq-len: backpropagate through the last k2 steps")
+    g.add_argument("--teacher-forcing", choices=TEACHER_FORCING, help="scheduled sampling (default always)")
+    g.add_argument("--tf-k", type=float, help="the teacher-forcing schedule's k")
+    g.add_argument("--tf-c", type=float, help="the linear schedule's slope c")
+    g.add_argument("--tf-floor", type=float, help="the teacher-forcing probability never goes below this")
+    g.add_argument("--eval-every", type=int, help="validate every this many steps")
+    g.add_argument("--checkpoint-every", type=int, help="save a checkpoint every this many steps")
+    g.add_argument("--keep-last", type=int, help="checkpoints to keep (besides the best)")
+    g.add_argument("--max-bad-steps", type=int, help="stop after this many non-finite steps in a row")
+    g.add_argument("--no-plots", action="store_true", help="do not draw loss.png, grad_norm.png, lr.png")
+    g.add_argument("--nproc", type=int, default=1, help="train in this many processes (DDP via torchrun)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnnkit import __version__  # no torch import: rnnkit's names load lazily
 
@@ -203,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tlm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_training_options(tlm)
     tlm.set_defaults(func=cmd_train_lm)
+
+    plot = sub.add_parser("plot", help="draw a run's loss, gradient-norm and learning-rate curves (PNG)")
+    plot.add_argument("run_dir", help="a run directory (with metrics.jsonl)")
+    plot.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    plot.set_defaults(func=cmd_plot)
 
     sample = sub.add_parser(
         "generate", aliases=["sample"], help="generate text from a trained language model"
@@ -251,15 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order"):
+    args.argv = argv
+    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    from rnnkit.errors import TrainingError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input (InputError is a ValueError): no traceback
+    except (
+        ValueError,
+        FileNotFoundError,
+        TrainingError,
+    ) as e:  # bad input (InputError is a ValueError): no traceback
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
 

@@ -50,3 +50,7 @@ def check_probability(name: str, value: object) -> float:
             f"element being zeroed, got {value!r}"
         )
     return float(value)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss or gradient stayed non-finite); the message says where."""

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..errors import InputError, check_int
+from ..errors import InputError, TrainingError, check_int
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .schedules import (
@@ -53,10 +53,6 @@ from .schedules import (
 from .tasks import LN2, LMTask, Task, evaluate
 
 __all__ = ["TrainConfig", "TrainingError", "evaluate", "fit", "train_lm"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss or gradient stayed non-finite); the message says where."""
 
 
 @dataclass
