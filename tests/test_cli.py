@@ -31,11 +31,10 @@ def test_demo_text_and_bad_option(capsys):
     assert "--hidden must be >= 1" in capsys.readouterr().err
 
 
-def test_console_script_help_is_fast_and_works():
-    out = subprocess.run(
-        [sys.executable, "-m", "rnnkit.cli", "--help"], capture_output=True, text=True, check=True
-    )
-    assert "demo" in out.stdout
+@pytest.mark.parametrize("module", ["rnnkit.cli", "rnnkit"])
+def test_console_script_help_is_fast_and_works(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in out.stdout and "generate" in out.stdout
 
 
 @pytest.mark.parametrize("argv", [["--version"]])
