@@ -31,11 +31,10 @@ def test_demo_text_and_bad_option(capsys):
     assert "--hidden must be >= 1" in capsys.readouterr().err
 
 
-def test_console_script_help_is_fast_and_works():
-    out = subprocess.run(
-        [sys.executable, "-m", "rnnkit.cli", "--help"], capture_output=True, text=True, check=True
-    )
-    assert "demo" in out.stdout
+@pytest.mark.parametrize("module", ["rnnkit.cli", "rnnkit"])
+def test_console_script_help_is_fast_and_works(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in out.stdout and "generate" in out.stdout
 
 
 @pytest.mark.parametrize("argv", [["--version"]])
@@ -195,3 +194,146 @@ def test_cli_choices_are_the_trainers():
     assert cli.OPTIMIZERS == schedules.OPTIMIZERS
     assert cli.LR_SCHEDULES == schedules.LR_SCHEDULES
     assert cli.TEACHER_FORCING == schedules.TEACHER_FORCING
+
+
+# -- word-level runs, streaming generation, stop strings -------------------------------------------------
+
+VERSE = [
+    "the king is dead, long live the king.",
+    "my lord, the queen is walking in the garden.",
+    "what news from the court? the king is sick, my lord.",
+    "go tell the queen the king would speak with her.",
+    "the garden gate is shut, and the night is cold.",
+]
+TINY = ["--steps", "3", "--hidden", "16", "--batch", "4", "--seq-len", "16", "--no-progress"]
+
+
+def write_corpus(path: Path) -> Path:
+    """About 4,000 characters of made-up verse: a few dozen distinct words, each seen many times."""
+    lines = [VERSE[(7 * i) % len(VERSE)] for i in range(90)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A character run and a word run (vocabulary of 12: rarer words are <unk>), 3 steps each."""
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("runs")
+    corpus = write_corpus(root / "verse.txt")
+    out = {"char": root / "char", "word": root / "word"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "lm", "--data", str(corpus), "--out", str(out["char"]), *TINY]) == 0
+        assert main(["train", "lm", "--data", str(corpus), "--out", str(out["word"]), "--tokenizer", "word",
+                     "--vocab-size", "12", *TINY]) == 0  # fmt: skip
+    return out
+
+
+def test_word_level_train_generate_evaluate(tmp_path, capsys):
+    from rnnkit.data import WordTokenizer, load_tokenizer
+
+    corpus = write_corpus(tmp_path / "verse.txt")
+    run = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(corpus), "--out", str(run), "--tokenizer", "word",
+            "--vocab-size", "12"]  # fmt: skip
+    assert main([*argv, *TINY, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 3 and report["vocab_size"] == 12
+    tok = load_tokenizer(run / "tokenizer.json")  # the word tokenizer, back from the run directory
+    assert isinstance(tok, WordTokenizer) and len(tok) == 12 and tok.tokens[:2] == ["<unk>", " <unk>"]
+    words = WordTokenizer.split(corpus.read_text())
+    assert tok.tokens[2] == max(set(words), key=words.count)  # the most frequent token first
+
+    # generate counts words, and words it never saw in the prime are <unk>, not an error
+    assert main(["generate", str(run), "--prime", "the king, Zounds", "--length", "15", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"].startswith("the king, Zounds") and out["tokens"] == 15 and out["stopped"] is False
+    assert main(["generate", str(run), "--prime", "the king, Gadzooks", "--length", "15", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"][len("the king, Gadzooks") :] == out["text"][16:]
+
+    # evaluate scores per word token; words outside the 12 are scored as <unk> and counted
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("the king is dead, my lord.\nthe dragon is in the garden, zounds.\n")
+    assert main(["evaluate", str(run), "--data", str(held_out), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    held_words = WordTokenizer.split(held_out.read_text())
+    assert scores["tokens"] == len(held_words) - 1
+    assert scores["unknown"] == sum(w not in tok.tokens for w in held_words) >= 2
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
+    assert 0 < scores["loss"] < 2 * math.log(12)
+    assert main(["evaluate", str(run), "--data", str(held_out)]) == 0
+    assert "nats/word" in capsys.readouterr().out
+
+    # the vocabulary limit is for word runs, and needs room for the two <unk> tokens
+    char_argv = ["train", "lm", "--data", str(corpus), "--out", str(tmp_path / "x"), "--vocab-size", "12"]
+    assert main(char_argv) == 2
+    assert "vocab_size limits a word vocabulary" in capsys.readouterr().err
+    assert main([*argv[:-1], "2", "--out", str(tmp_path / "y")]) == 2
+    assert "vocab_size must be an integer >= 3" in capsys.readouterr().err
+    assert main([*argv[:-2], "--tokenizer", "char", "--resume"]) == 2  # a run keeps its tokenizer
+    assert "trained with the 'word' tokenizer" in capsys.readouterr().err
+
+
+class Recorder:
+    """A stdout that records every write and counts flushes."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self.flushed_after: list[int] = []  # len(writes) at each flush
+
+    def write(self, s: str) -> int:
+        self.writes.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self.flushed_after.append(len(self.writes))
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_generate_streams_the_same_text_as_json(kind, runs, capsys, monkeypatch):
+    run = str(runs[kind])
+    assert main(["generate", run, "--prime", "the", "--length", "30", "--seed", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # --json: one object, nothing streamed before it
+    assert out["tokens"] == 30 and out["text"].startswith("the")
+
+    stdout = Recorder()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["generate", run, "--prime", "the", "--length", "30", "--seed", "3"]) == 0
+    monkeypatch.undo()
+    assert "".join(stdout.writes) == out["text"] + "\n"  # same seed, same text
+    # the prime, then one write per token, each flushed before the next token is sampled
+    assert stdout.writes[0] == "the" and len(stdout.writes) == 1 + 30 + 1
+    assert all(i in stdout.flushed_after for i in range(2, 32))
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_generate_stop(kind, runs, capsys):
+    run = str(runs[kind])
+    base = ["generate", run, "--prime", "the", "--length", "40", "--seed", "1", "--temperature", "1.5"]
+    assert main([*base, "--json"]) == 0
+    generated = json.loads(capsys.readouterr().out)["text"][3:]
+    stop = generated[12:15]  # three characters from the middle (cutting inside a word: test_generate)
+    end = generated.index(stop) + len(stop)
+
+    assert main([*base, "--stop", stop, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == "the" + generated[:end] and out["stopped"] is True and out["tokens"] <= 15
+    assert main([*base, "--stop", stop]) == 0  # streamed: printed through the stop string, then a newline
+    assert capsys.readouterr().out == "the" + generated[:end] + "\n"
+
+    # a stop string that never comes: the full length
+    assert main([*base, "--stop", "@#", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == "the" + generated and out["stopped"] is False and out["tokens"] == 40
+
+
+def test_generate_refuses_bad_stop_and_prime_before_printing(runs, capsys):
+    assert main(["generate", str(runs["char"]), "--stop", ""]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "stop must be a non-empty string, got ''" in captured.err
+    # a character run has no <unk>: every character outside its vocabulary is named
+    assert main(["generate", str(runs["char"]), "--prime", "the Ö and ß"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "'Ö' (U+00D6)" in captured.err and "'ß' (U+00DF) x1" in captured.err

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnkit.data import CharTokenizer
+from rnnkit.data import CharTokenizer, WordTokenizer
 from rnnkit.errors import InputError
-from rnnkit.generate import filter_logits, sample_next, sample_text, sample_tokens
+from rnnkit.generate import filter_logits, iter_text, iter_tokens, sample_next, sample_text, sample_tokens
 from rnnkit.models import LanguageModel, LMConfig
 
 TEXT = "to be or not to be, that is the question\n"
@@ -204,6 +204,8 @@ def test_sample_text(tok: CharTokenizer) -> None:
     assert greedy == "to be" + tok.decode(greedy_by_rereading(model.eval(), tok.encode("to be"), 10))
     with pytest.raises(InputError, match="'Z'"):
         sample_text(model, tok, "to Ze", 5)
+    with pytest.raises(InputError, match=r"'Z' \(U\+005A\).*other unknown characters: 'Q' \(U\+0051\) x2"):
+        sample_text(model, tok, "to ZeQQ", 5)  # every character outside the vocabulary is listed
     with pytest.raises(InputError, match="at least one prime token"):
         sample_text(model, tok, "", 5)
 
@@ -245,3 +247,97 @@ def test_bad_prime_and_n(prime: torch.Tensor) -> None:
         sample_tokens(model, [1, 2], 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n must be >= 0, got -1"):
         sample_tokens(model, prime, -1)
+
+
+# -- streaming: one token at a time, the same draws as all at once ------------------------------------------
+
+
+def test_iter_tokens_takes_one_step_per_token_and_leaves_grad_mode_alone(prime: torch.Tensor) -> None:
+    model = make_model(dropout=0.5).train()
+    inputs: list[tuple[int, ...]] = []
+    model.register_forward_hook(lambda m, args, out: inputs.append(tuple(args[0].shape)))
+    g = torch.Generator().manual_seed(4)
+    tokens = iter_tokens(model, prime, 1000, generator=g)
+    assert inputs == [] and model.training  # nothing runs before the first token is asked for
+    first = [int(next(tokens)) for _ in range(5)]
+    # the prime once, then one (1, 1) step per further token: the 1000 asked for were never computed
+    assert inputs == [(len(prime), 1)] + [(1, 1)] * 4
+    assert torch.is_grad_enabled() and not model.training  # grad mode untouched while suspended
+    tokens.close()
+    assert model.training  # restored on close, not only at the end
+    assert first == sample_tokens(model, prime, 5, generator=torch.Generator().manual_seed(4)).tolist()
+
+
+def test_iter_text_pieces_are_sample_text(tok: CharTokenizer) -> None:
+    model = make_model()
+    pieces = list(iter_text(model, tok, "to be", 30, generator=torch.Generator().manual_seed(5)))
+    assert len(pieces) == 30 and all(len(p) == 1 for p in pieces)  # one character per token
+    text = sample_text(model, tok, "to be", 30, generator=torch.Generator().manual_seed(5))
+    assert text == "to be" + "".join(pieces)
+    assert text == "to be" + tok.decode(
+        sample_tokens(model, tok.encode("to be"), 30, generator=torch.Generator().manual_seed(5))
+    )
+
+
+def sampled_pieces(model: LanguageModel, tokenizer, prime: str, n: int, **kw) -> list[str]:
+    return list(iter_text(model, tokenizer, prime, n, generator=torch.Generator().manual_seed(6), **kw))
+
+
+def test_stop_cuts_right_after_the_first_occurrence(tok: CharTokenizer) -> None:
+    model = make_model(layers=1)
+    with torch.no_grad():
+        model.readout.weight.div_(8.0)  # varied text, so the stop string below first occurs late
+    full = "".join(sampled_pieces(model, tok, "to be", 80))
+    stop = full[40:43]  # spans three one-character pieces
+    end = full.index(stop) + len(stop)
+    model.train()
+    pieces = sampled_pieces(model, tok, "to be", 80, stop=stop)
+    assert "".join(pieces) == full[:end] and len(pieces) == end
+    assert model.training  # the sampling loop was closed as soon as it stopped
+    # a stop string the text never contains: all n tokens
+    assert "".join(sampled_pieces(model, tok, "to be", 80, stop="zz")) == full
+    # only the generated text is searched, not the prime
+    generated = "".join(sampled_pieces(model, tok, "to be", 80, stop="to b"))
+    assert generated == (full[: full.index("to b") + 4] if "to b" in full else full)
+
+
+def word_model(text: str) -> tuple[LanguageModel, WordTokenizer]:
+    wtok = WordTokenizer.fit(text)
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(len(wtok), hidden=16))
+    with torch.no_grad():
+        model.readout.weight.mul_(8.0)  # peaked distributions: the prime visibly steers the sample
+    return model, wtok
+
+
+def test_stop_inside_a_word_token() -> None:
+    model, wtok = word_model("the king is dead, long live the king. my lord, the queen is in the garden.\n")
+    full_pieces = sampled_pieces(model, wtok, "the", 40)
+    full = "".join(full_pieces)
+    # a stop string that ends in the middle of a piece: the piece is cut there
+    k = next(i for i in range(5, 40) if len(full_pieces[i]) > 2)
+    before = "".join(full_pieces[:k])
+    stop = before[-2:] + full_pieces[k][:2]
+    end = full.index(stop) + len(stop)
+    pieces = sampled_pieces(model, wtok, "the", 40, stop=stop)
+    assert "".join(pieces) == full[:end] and pieces[-1] != full_pieces[len(pieces) - 1]
+    assert len(pieces) <= k + 1
+
+
+def test_unknown_prime_words_are_unk() -> None:
+    model, wtok = word_model("the king is dead, long live the king.\n")
+    a = sampled_pieces(model, wtok, "the king, Zounds", 20)
+    b = sampled_pieces(model, wtok, "the king, Gadzooks", 20)  # another unknown word: the same ids
+    c = sampled_pieces(model, wtok, "the king, long", 20)
+    assert a == b and a != c
+    # a character vocabulary with <unk> maps unknown prime characters to it the same way
+    ctok = CharTokenizer.fit(TEXT, allow_unknown=True)
+    model = LanguageModel(LMConfig(len(ctok), hidden=16))
+    assert sampled_pieces(model, ctok, "to Ze", 10) == sampled_pieces(model, ctok, "to Qe", 10)
+
+
+@pytest.mark.parametrize("stop", ["", 5])
+def test_bad_stop_is_refused_before_sampling(stop: object, tok: CharTokenizer) -> None:
+    model = make_model()
+    with pytest.raises(InputError, match="stop must be a non-empty string, got"):
+        iter_text(model, tok, "to be", 5, stop=stop)  # type: ignore[arg-type]  # not iterated: raised at once

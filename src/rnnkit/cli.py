@@ -84,7 +84,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
-    """Train a character-level language model; report the validation loss in nats and bits per char."""
+    """Train a character- or word-level language model; report the validation loss per token."""
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args.nproc, args.argv)
     from rnnkit import lm
@@ -98,37 +98,56 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     if args.clip_norm == 0:
         train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
     report = lm.train_language_model(
-        args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
-    )
+        args.data, args.out, model_opts, train_opts, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        resume=args.resume, progress=not args.no_progress,
+    )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
     if not distributed.is_main():
         return 0  # rank 0 reports for all
     if args.json:
         print(json.dumps(report))
     else:
+        unit = lm.token_unit(report["run_dir"])
         print(
             f"trained {report['steps']} steps -> {report['run_dir']}: valid loss {report['valid_loss']:.4f} "
-            f"nats/char, {report['valid_bpc']:.4f} bits/char ({report['parameters']:,} parameters)"
+            f"nats/{unit}, {report['valid_bpc']:.4f} bits/{unit} ({report['parameters']:,} parameters, "
+            f"a vocabulary of {report['vocab_size']:,} {unit}s)"
         )
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Generate text from a trained language model's run directory."""
+    """Generate text from a trained language model's run directory, printed as it is sampled."""
     import torch
 
     from rnnkit import generate, lm
 
     trained = lm.load_language_model(args.run_dir, which=args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
-    text = generate.sample_text(
-        trained.model, trained.tokenizer, args.prime, args.length, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, generator=generator,
+    # every option and the prime are checked here, before anything is printed
+    pieces = generate.iter_text(
+        trained.model, trained.tokenizer, args.prime, args.length, stop=args.stop,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
+        generator=generator,
     )  # fmt: skip
-    if args.json:
-        print(json.dumps({"run_dir": str(trained.run_dir), "prime": args.prime, "text": text}))
-    else:
-        print(text)
+    if args.json:  # one object at the end, nothing streamed
+        new = list(pieces)
+        text = args.prime + "".join(new)
+        stopped = args.stop is not None and args.stop in text[len(args.prime) :]
+        print(json.dumps({"run_dir": str(trained.run_dir), "prime": args.prime, "text": text,
+                          "tokens": len(new), "stopped": stopped}))  # fmt: skip
+        return 0
+    try:
+        sys.stdout.write(args.prime)
+        for piece in pieces:  # one sampling step per piece: flush it before taking the next
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other Unix tools do
+        pieces.close()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
     return 0
 
 
@@ -140,9 +159,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
+        unit = lm.token_unit(args.run_dir)
         print(
-            f"{args.data}: {report['loss']:.4f} nats/char, {report['bits_per_token']:.4f} bits/char, "
-            f"perplexity {report['perplexity']:.3f} over {report['tokens']:,} characters "
+            f"{args.data}: {report['loss']:.4f} nats/{unit}, {report['bits_per_token']:.4f} bits/{unit}, "
+            f"perplexity {report['perplexity']:.3f} over {report['tokens']:,} {unit}s "
             f"({report['unknown']} unknown)"
         )
     return 0
@@ -271,10 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
-    tlm = train.add_parser("lm", help="a character-level language model on a text corpus")
+    tlm = train.add_parser("lm", help="a character- or word-level language model on a text corpus")
     tlm.add_argument("--data", required=True, help="a named dataset (tinyshakespeare, shakespeare) or a path")
     tlm.add_argument("--out", required=True, help="the run directory to create (or resume)")
     tlm.add_argument("--preset", choices=["quick", "best"], help="a set of options (default: quick)")
+    tlm.add_argument(
+        "--tokenizer", choices=["char", "word"],
+        help="one token per character (default), or per word or punctuation mark (with its leading space)",
+    )  # fmt: skip
+    tlm.add_argument(
+        "--vocab-size", type=int,
+        help="with --tokenizer word: keep the N most frequent tokens of the training text (two of them "
+        "<unk>); rarer words become <unk> (default: every word)",
+    )  # fmt: skip
     tlm.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell")
     tlm.add_argument("--hidden", type=int, help="hidden (and embedding) size")
     tlm.add_argument("--layers", type=int, help="stacked recurrent layers")
@@ -304,14 +333,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")
     sample.add_argument("--prime", default="\n", help="text to start from (default: a newline)")
-    sample.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    sample.add_argument(
+        "--length", type=int, default=500, help="tokens to generate: characters, or words (default 500)"
+    )
     sample.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (default 0.8)")
-    sample.add_argument("--top-k", type=int, help="sample from the k most likely characters only")
+    sample.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     sample.add_argument("--top-p", type=float, help="nucleus sampling: the smallest set with this mass")
-    sample.add_argument("--greedy", action="store_true", help="always take the most likely character")
+    sample.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    sample.add_argument(
+        "--stop", metavar="STRING",
+        help="stop as soon as the generated text contains STRING (printed through its end)",
+    )  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
-    sample.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sample.add_argument(
+        "--json", action="store_true",
+        help="print one JSON object on stdout at the end (text, tokens, stopped) instead of streaming",
+    )  # fmt: skip
     sample.set_defaults(func=cmd_sample)
 
     ev = sub.add_parser("evaluate", help="score a text with a trained language model")

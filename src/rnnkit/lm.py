@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import CharTokenizer, load_dataset, load_tokenizer, save_tokenizer
+from .data import CharTokenizer, WordTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from .errors import InputError
 from .models import LanguageModel, LMConfig
+from .training import distributed
 from .training.checkpoint import atomic_write, load_checkpoint
 from .training.trainer import TrainConfig, train_lm
 
@@ -35,6 +36,9 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }  # fmt: skip
 
 
+TOKENIZERS = ("char", "word")  # what `rnnkit train lm --tokenizer` offers
+
+
 @dataclass
 class TrainedLM:
     model: LanguageModel
@@ -48,32 +52,61 @@ def train_language_model(
     model_options: dict[str, Any],
     train_options: dict[str, Any],
     *,
+    tokenizer: str | None = None,
+    vocab_size: int | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train a character-level LM on a named dataset or a path; returns the trainer's report."""
+    """Train a language model on a named dataset or a path; returns the trainer's report.
+
+    ``tokenizer`` is ``"char"`` (the default) or ``"word"`` (:class:`~rnnkit.data.WordTokenizer`:
+    words and punctuation, the ``vocab_size`` most frequent tokens of the training text, the rest
+    ``<unk>``). Either is fitted on the training text and saved in the run directory, where
+    ``generate`` and ``evaluate`` find it. On ``resume`` the saved one is used; the options, if given,
+    must describe it.
+    """
     run_dir = Path(out)
+    if tokenizer is not None and tokenizer not in TOKENIZERS:
+        raise InputError(f"tokenizer must be one of {list(TOKENIZERS)}, got {tokenizer!r}")
+    if vocab_size is not None:
+        if tokenizer != "word":
+            raise InputError(
+                f"vocab_size limits a word vocabulary: it needs tokenizer='word', got {tokenizer or 'char'!r}"
+            )
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
+            raise InputError(
+                f"vocab_size must be an integer >= 3 (the two <unk> tokens and at least one word), "
+                f"got {vocab_size!r}"
+            )
     splits = load_dataset(data)
     if resume:
-        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        tok = load_tokenizer(run_dir / "tokenizer.json")
+        if tokenizer is not None and tokenizer != tok.kind:
+            raise InputError(f"{run_dir} was trained with the {tok.kind!r} tokenizer, not {tokenizer!r}")
+        if vocab_size is not None and tok.vocab_size > vocab_size:
+            raise InputError(f"{run_dir} has a vocabulary of {tok.vocab_size} tokens, more than {vocab_size}")
+    elif tokenizer == "word":
+        # words seen only in validation (or past the size limit) map to <unk>
+        tok = WordTokenizer.fit(splits.train, max_size=vocab_size)
     else:
         # the vocabulary comes from the training text; characters seen only in validation map to <unk>
         unseen = set(splits.valid) - set(splits.train)
-        tokenizer = CharTokenizer.fit(splits.train, allow_unknown=bool(unseen))
-    train_ids = tokenizer.encode(splits.train, source=f"{data} (train)")
-    valid_ids = tokenizer.encode(splits.valid, source=f"{data} (valid)")
-    model = LanguageModel(LMConfig(vocab_size=tokenizer.vocab_size, **model_options))
+        tok = CharTokenizer.fit(splits.train, allow_unknown=bool(unseen))
+    train_ids = tok.encode(splits.train, source=f"{data} (train)")
+    valid_ids = tok.encode(splits.valid, source=f"{data} (valid)")
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, **model_options))
     config = TrainConfig(**train_options)
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / "checkpoints").exists():
             raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
-        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
-        atomic_write(run_dir / "data.json", (json.dumps({"data": data}) + "\n").encode())
+        if distributed.is_main():  # under torchrun, rank 0 alone writes
+            save_tokenizer(tok, run_dir / "tokenizer.json")
+            atomic_write(run_dir / "data.json", (json.dumps({"data": data}) + "\n").encode())
     report = train_lm(model, train_ids, valid_ids, config, run_dir, resume=resume, progress=progress)
     return {
         **report,
-        "vocab_size": tokenizer.vocab_size,
+        "vocab_size": tok.vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -98,10 +131,12 @@ def load_language_model(run_dir: str | os.PathLike[str], which: str = "best") ->
 
 
 def evaluate_text(run_dir: str | os.PathLike[str], path: str | os.PathLike[str], which: str = "best") -> dict:
-    """Loss of a trained model on any text file, in its own vocabulary.
+    """Loss of a trained model on any text file, in its own vocabulary (per token: per character or
+    per word token, as the run was trained).
 
-    Characters outside the vocabulary cannot be scored: with an ``<unk>`` token they are scored as
-    ``<unk>``, otherwise they are left out; either way they are counted in ``"unknown"``.
+    Characters or words outside the vocabulary cannot be scored: with an ``<unk>`` token (every word
+    vocabulary) they are scored as ``<unk>``, otherwise they are left out; either way they are counted
+    in ``"unknown"``.
     """
     import math
 
@@ -109,17 +144,27 @@ def evaluate_text(run_dir: str | os.PathLike[str], path: str | os.PathLike[str],
     from .training.trainer import evaluate
 
     trained = load_language_model(run_dir, which)
+    tok = trained.tokenizer
     text = read_text(path)
-    vocab = set(trained.tokenizer.chars) if hasattr(trained.tokenizer, "chars") else None
-    unknown = sum(1 for ch in text if vocab is not None and ch not in vocab)
-    if unknown and trained.tokenizer.unk_id is None:
-        text = "".join(ch for ch in text if ch in vocab)
-    ids = trained.tokenizer.encode(text, source=str(path))
+    if isinstance(tok, WordTokenizer):
+        ids = tok.encode(text, source=str(path))  # (N,)
+        unknown = int((ids <= tok.unk_id + 1).sum())  # ids 0 and 1 are "<unk>" and " <unk>"
+    else:
+        vocab = set(tok.chars)
+        unknown = sum(1 for ch in text if ch not in vocab)
+        if unknown and tok.unk_id is None:
+            text = "".join(ch for ch in text if ch in vocab)
+        ids = tok.encode(text, source=str(path))  # (N,)
     if ids.numel() < 2:
-        raise InputError(f"{path}: needs at least 2 known characters to score, got {ids.numel()}")
+        raise InputError(f"{path}: needs at least 2 scorable tokens ({tok.kind}s), got {ids.numel()}")
     loss = evaluate(trained.model, TBPTTStream(ids, 1, min(256, ids.numel() - 1)))
     return {"loss": loss, "bits_per_token": loss / math.log(2), "perplexity": math.exp(loss),
             "tokens": ids.numel() - 1, "unknown": unknown}  # fmt: skip
+
+
+def token_unit(run_dir: str | os.PathLike[str]) -> str:
+    """What one token of a run directory is, for messages: ``"char"`` or ``"word"``."""
+    return str(load_tokenizer(Path(run_dir) / "tokenizer.json").kind)
 
 
 def options_from(preset: str | None, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
