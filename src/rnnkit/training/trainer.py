@@ -239,6 +239,7 @@ def _fit(
 
     # -- start fresh, or pick up exactly where the latest checkpoint left off
     step, train_loss, valid_loss, best_valid, bad_evals, skipped = 0, math.nan, math.nan, math.inf, 0, 0
+    elapsed = 0.0  # wall seconds in this loop, over every process that worked on the run (resumes add up)
     if resume:
         ckpt = load_checkpoint(run_dir)  # raises on a missing or corrupt checkpoint: never a fresh start
         _check_same_run(run_dir, saved)
@@ -256,7 +257,7 @@ def _fit(
         task.load_state_dict(ts)
         step, train_loss, valid_loss = ckpt.step, ts["train_loss"], ts["valid_loss"]
         best_valid = ts["best_valid"]
-        bad_evals, skipped = ts.get("bad_evals", 0), ts.get("skipped", 0)
+        bad_evals, skipped, elapsed = ts.get("bad_evals", 0), ts.get("skipped", 0), ts.get("elapsed", 0.0)
         restore_rng(ts["rng_ranks"][rank] if "rng_ranks" in ts else ts["rng"])
         if main:
             _truncate_metrics(metrics_path, step)  # lines past the checkpoint are redone below
@@ -279,6 +280,7 @@ def _fit(
                dynamic_ncols=True)  # fmt: skip
     deadline = time.perf_counter() + config.minutes * 60 if config.minutes is not None else math.inf
     stopped, bad_streak = "steps", 0
+    started = time.perf_counter() - elapsed
     # only rank 0 writes the metrics
     log = open(metrics_path, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed below)
     try:
@@ -314,8 +316,9 @@ def _fit(
             step += 1
 
             dt = time.perf_counter() - t0
+            elapsed = time.perf_counter() - started
             record: dict[str, Any] = {"step": step, "loss": train_loss, **extra}
-            record.update(grad_norm=grad_norm, lr=lr)
+            record.update(grad_norm=grad_norm, lr=lr, elapsed_s=round(elapsed, 3))
             if config.teacher_forcing != "always":
                 record["teacher_forcing"] = ratio
             if items:
@@ -341,7 +344,10 @@ def _fit(
             if step % config.eval_every == 0 or last:
                 scores = task.evaluate(model)
                 valid_loss = scores["loss"]
-                _log(log, {"step": step, **{f"valid_{k}": v for k, v in scores.items()}})
+                elapsed = time.perf_counter() - started
+                _log(
+                    log, {"step": step, **{f"valid_{k}": v for k, v in scores.items()}, "elapsed_s": elapsed}
+                )
                 schedule.after_eval(valid_loss)
                 is_best = valid_loss < best_valid
                 best_valid = min(best_valid, valid_loss)
@@ -363,6 +369,7 @@ def _fit(
                     "best_valid": best_valid,
                     "bad_evals": bad_evals,
                     "skipped": skipped,
+                    "elapsed": elapsed,
                     "world_size": world,
                 }
                 if world > 1:
@@ -388,6 +395,7 @@ def _fit(
         "best_valid_loss": best_valid,
         "skipped_steps": skipped,
         "stopped": stopped,
+        "elapsed_s": elapsed,
         "run_dir": str(run_dir),
     }
 
