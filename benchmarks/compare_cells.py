@@ -30,7 +30,11 @@ def parameters(cell: str, hidden: int) -> int:
 
 def matched_hidden(cell: str, target: int) -> int:
     """The hidden size whose model has the parameter count closest to ``target``."""
-    return min(range(16, 2048), key=lambda h: abs(parameters(cell, h) - target))
+    lo, hi = 1, 4096  # the count grows with h: bisect for the last h at or under target, then compare
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if parameters(cell, mid) <= target else (lo, mid - 1)
+    return min((lo, lo + 1), key=lambda h: abs(parameters(cell, h) - target))
 
 
 def main() -> None:
