@@ -511,3 +511,23 @@ def test_pad_batch():
         pad_batch([torch.tensor([1]), torch.tensor([1.0])])
     with pytest.raises(InputError, match="at least one sequence"):
         pad_batch([])
+
+
+# -- numeric data: NaN and Inf are refused where they enter ----------------------------------------------
+
+
+def test_check_finite_names_source_position_value_and_count():
+    import numpy as np
+
+    from rnnkit.data import check_finite
+
+    x = torch.zeros(4, 2, 9)
+    check_finite(x, "ok.ts")  # finite: nothing happens
+    check_finite(torch.arange(5), "ids")  # integers cannot be NaN
+    x[3, 0, 7] = float("nan")
+    x[3, 1, 8] = float("inf")
+    with pytest.raises(InputError, match=r"train\.ts: 2 non-finite values \(NaN or Inf\) in the series; "
+                       r"the first is nan at index \(3, 0, 7\)"):  # fmt: skip
+        check_finite(x, "train.ts", what="series")
+    with pytest.raises(InputError, match=r"a\.npy: 1 non-finite value .* -inf at index \(1,\)"):
+        check_finite(np.array([0.0, -np.inf]), "a.npy")

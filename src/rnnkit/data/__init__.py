@@ -37,6 +37,7 @@ _EXPORTS = {
     "sha256_file": "datasets",
     "split_text_file": "datasets",
     "split_works": "datasets",
+    "check_finite": "checks",
 }
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "cache_dir",
+    "check_finite",
     "decode_text",
     "download_file",
     "fetch_dataset",
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .checks import check_finite
     from .datasets import (
         DATASETS,
         ChecksumError,
