@@ -116,6 +116,50 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_tag(args: argparse.Namespace) -> int:
+    """Train a tagger that restores letter case; report its scores next to the rule baseline's."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args.nproc, args.argv)
+    from rnnkit import tagging
+    from rnnkit.training import distributed
+
+    model_opts, train_opts = tagging.options(
+        cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+        bidirectional=args.bidirectional, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
+        lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
+    )  # fmt: skip
+    if args.clip_norm == 0:
+        train_opts["clip_norm"] = None
+    report = tagging.train_case_tagger(
+        args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
+    )
+    if not distributed.is_main():
+        return 0
+    if args.json:
+        print(json.dumps(report))
+    else:
+        b = report["baseline"]
+        kind = "bidirectional" if report["bidirectional"] else "unidirectional"
+        print(
+            f"{kind} tagger, {report['steps']} steps -> {report['run_dir']}\n"
+            f"  model: accuracy {report['accuracy']:.4f} (letters {report['letter_accuracy']:.4f}), "
+            f"uppercase F1 {report['upper_f1']:.4f}\n"
+            f"  rule:  accuracy {b['accuracy']:.4f} (letters {b['letter_accuracy']:.4f}), "
+            f"uppercase F1 {b['upper_f1']:.4f}"
+        )
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Restore the letter case of a text with a trained tagger."""
+    from rnnkit import tagging
+
+    text = " ".join(args.text) if args.text else sys.stdin.read()
+    restored = tagging.restore_case(args.run_dir, text, which=args.checkpoint)
+    print(json.dumps({"text": restored}) if args.json else restored)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Generate text from a trained language model's run directory, printed as it is sampled."""
     import torch
@@ -322,6 +366,38 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tlm)
     tlm.set_defaults(func=cmd_train_lm)
+
+    ttag = train.add_parser("tag", help="a tagger that restores letter case (many-to-many)")
+    ttag.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")
+    ttag.add_argument("--out", required=True, help="the run directory to create (or resume)")
+    ttag.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default lstm)")
+    ttag.add_argument("--hidden", type=int, help="hidden size per direction (default 128)")
+    ttag.add_argument("--layers", type=int, help="stacked recurrent layers")
+    ttag.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
+    direction = ttag.add_mutually_exclusive_group()
+    direction.add_argument(
+        "--bidirectional", action="store_true", default=None, help="read both ways (default)"
+    )
+    direction.add_argument("--unidirectional", dest="bidirectional", action="store_false",
+                           help="read left to right only")  # fmt: skip
+    ttag.add_argument("--seq-len", type=int, help="training window length (default 128)")
+    ttag.add_argument("--batch", type=int, help="windows per step")
+    ttag.add_argument("--steps", type=int, help="optimizer steps in all (default 3000)")
+    ttag.add_argument("--lr", type=float, help="learning rate")
+    ttag.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
+    ttag.add_argument("--seed", type=int, help="random seed")
+    ttag.add_argument("--resume", action="store_true", help="continue the run in --out")
+    ttag.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ttag.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_training_options(ttag)
+    ttag.set_defaults(func=cmd_train_tag)
+
+    tag = sub.add_parser("tag", help="restore the letter case of a text with a trained tagger")
+    tag.add_argument("run_dir", help="a run directory made by `rnnkit train tag`")
+    tag.add_argument("text", nargs="*", help="the text (default: read standard input)")
+    tag.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    tag.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    tag.set_defaults(func=cmd_tag)
 
     plot = sub.add_parser("plot", help="draw a run's loss, gradient-norm and learning-rate curves (PNG)")
     plot.add_argument("run_dir", help="a run directory (with metrics.jsonl)")
