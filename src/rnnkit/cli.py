@@ -150,6 +150,31 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_spell(args: argparse.Namespace) -> int:
+    """Train a decoder that spells the digit in an 8x8 image (one-to-many); report held-out exact match."""
+    from rnnkit import spelling
+
+    model_opts, train_opts = spelling.options(
+        cell=args.cell, hidden=args.hidden, dropout=args.dropout, batch_size=args.batch, steps=args.steps,
+        lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
+    )  # fmt: skip
+    if args.clip_norm == 0:
+        train_opts["clip_norm"] = None
+    report = spelling.train_speller(
+        args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['steps']} steps -> {report['run_dir']}: exact match {report['exact_match']:.4f} on "
+            f"{report['test_examples']} held-out images"
+        )
+        for e in report["errors"][:10]:
+            print(f"  a {e['truth']} spelled {e['spelled']!r}")
+    return 0
+
+
 def cmd_tag(args: argparse.Namespace) -> int:
     """Restore the letter case of a text with a trained tagger."""
     from rnnkit import tagging
@@ -391,6 +416,22 @@ def build_parser() -> argparse.ArgumentParser:
     ttag.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(ttag)
     ttag.set_defaults(func=cmd_train_tag)
+
+    tsp = train.add_parser("spell", help="spell the digit in an 8x8 image, letter by letter (one-to-many)")
+    tsp.add_argument("--out", required=True, help="the run directory to create (or resume)")
+    tsp.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the decoder's cell (default gru)")
+    tsp.add_argument("--hidden", type=int, help="code and decoder size (default 128)")
+    tsp.add_argument("--dropout", type=float, help="dropout in the encoder")
+    tsp.add_argument("--batch", type=int, help="images per step")
+    tsp.add_argument("--steps", type=int, help="optimizer steps in all (default 1000)")
+    tsp.add_argument("--lr", type=float, help="learning rate")
+    tsp.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
+    tsp.add_argument("--seed", type=int, help="random seed")
+    tsp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tsp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tsp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_training_options(tsp)
+    tsp.set_defaults(func=cmd_train_spell)
 
     tag = sub.add_parser("tag", help="restore the letter case of a text with a trained tagger")
     tag.add_argument("run_dir", help="a run directory made by `rnnkit train tag`")
