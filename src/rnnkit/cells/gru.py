@@ -54,6 +54,17 @@ class GRUCell(Cell):
         self.reset_parameters()
 
     def step(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        r, z, n = self._gates(x, h)
+        h = z * h + (1 - z) * n
+        return h, h
+
+    def gates(self, x: Tensor, h: Tensor) -> dict[str, Tensor]:
+        """The step's gate activations, each (B, H): ``reset`` r and ``update`` z in (0, 1) and the
+        candidate ``new`` n in (-1, 1). (For diagnostics; :meth:`step` computes the same.)"""
+        r, z, n = self._gates(x, h)
+        return {"reset": r, "update": z, "new": n}
+
+    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         i_r, i_z, i_n = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, -1)
         W_hr, W_hz, W_hn = self.weight_hh.chunk(3, 0)
         b_hr, b_hz, b_hn = self.bias_hh.chunk(3) if self.bias_hh is not None else (None,) * 3
@@ -63,8 +74,7 @@ class GRUCell(Cell):
             n = torch.tanh(i_n + r * F.linear(h, W_hn, b_hn))
         else:
             n = torch.tanh(i_n + F.linear(r * h, W_hn, b_hn))
-        h = z * h + (1 - z) * n
-        return h, h
+        return r, z, n
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, reset_after={self.reset_after}"

@@ -98,6 +98,20 @@ class LSTMCell(Cell):
                 self.bias_hh[H : 2 * H].zero_()
 
     def step(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        i, f, g, o, c = self._gates(x, state)
+        h = o * torch.tanh(self.norm_c(c) if self.layer_norm else c)
+        if self.weight_hr is not None:
+            h = F.linear(h, self.weight_hr)
+        return h, LSTMState(h, c)
+
+    def gates(self, x: Tensor, state: LSTMState) -> dict[str, Tensor]:
+        """The step's gate activations, each (B, H): ``input``, ``forget``, ``output`` in (0, 1) and
+        the candidate ``cell`` g in (-1, 1). (For diagnostics; :meth:`step` computes the same.)"""
+        i, f, g, o, _ = self._gates(x, state)
+        return {"input": i, "forget": f, "cell": g, "output": o}
+
+    def _gates(self, x: Tensor, state: LSTMState) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """i, f, g, o and the new cell state c."""
         h, c = state
         gx, gh = F.linear(x, self.weight_ih), F.linear(h, self.weight_hh)
         if self.layer_norm:
@@ -112,11 +126,7 @@ class LSTMCell(Cell):
         c = f * c + i * g
         if self.peephole:
             o = o + self.weight_co * c
-        o = torch.sigmoid(o)
-        h = o * torch.tanh(self.norm_c(c) if self.layer_norm else c)
-        if self.weight_hr is not None:
-            h = F.linear(h, self.weight_hr)
-        return h, LSTMState(h, c)
+        return i, f, g, torch.sigmoid(o), c
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
