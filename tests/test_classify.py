@@ -163,7 +163,8 @@ def test_batches_visit_every_series_once_per_epoch():
 
 def small_task(data: SeriesDataset, seed: int = 0) -> tuple[torch.nn.Module, ClassifyTask]:
     torch.manual_seed(seed)
-    model = build_classifier(ClassifierConfig(12, 9, cell="lstm", hidden=12, layers=2, dropout=0.2))
+    config = ClassifierConfig(12, 9, cell="lstm", hidden=12, layers=2, dropout=0.2, input_noise=0.1)
+    model = build_classifier(config)
     x, lengths = data.padded()
     model.normalizer.fit(x, lengths)
     y = data.targets()
@@ -171,7 +172,8 @@ def small_task(data: SeriesDataset, seed: int = 0) -> tuple[torch.nn.Module, Cla
 
 
 def test_exact_resume(tmp_path, vowels):
-    """N steps straight = N/2 steps, stop, resume to N: identical weights (dropout, shuffling, Adam)."""
+    """N steps straight = N/2 steps, stop, resume to N: identical weights (dropout, input noise,
+    shuffling, Adam)."""
     train = vowels[0]
     common = {"eval_every": 4, "checkpoint_every": 100, "plots": False, "weight_decay": 0.01}
     model, task = small_task(train)

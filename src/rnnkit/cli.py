@@ -125,8 +125,8 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
 
     model_opts, train_opts = classify.options_from(
         args.model, cell=args.cell, hidden=args.hidden, layers=args.layers, bidirectional=args.bidirectional,
-        pool=args.pool, dropout=args.dropout, batch_size=args.batch, steps=args.steps, lr=args.lr,
-        seed=args.seed, minutes=args.minutes, **_training_overrides(args),
+        pool=args.pool, dropout=args.dropout, input_noise=args.input_noise, batch_size=args.batch,
+        steps=args.steps, lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
     if args.clip_norm == 0:
         train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tc.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default gru)")
     tc.add_argument("--hidden", type=int, help="hidden size (default 64; mlp: units per layer, 500)")
-    tc.add_argument("--layers", type=int, help="stacked recurrent layers (default 1; mlp: hidden layers, 3)")
+    tc.add_argument("--layers", type=int, help="stacked recurrent layers (default 2; mlp: hidden layers, 3)")
     tc.add_argument(
         "--bidirectional", action=argparse.BooleanOptionalAction, default=None,
         help="read each series both ways (default: on)",
@@ -394,15 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tc.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
     tc.add_argument(
+        "--input-noise", type=float,
+        help="training only: Gaussian noise of this std added to the normalised inputs (default 0)",
+    )  # fmt: skip
+    tc.add_argument(
         "--valid-fraction", type=float, default=0.0,
         help="hold out this fraction of each class for validation, the best checkpoint and --patience "
         "(default 0: validate on the training series)",
     )  # fmt: skip
     length = tc.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps in all")
+    length.add_argument("--steps", type=int, help="optimizer steps in all (default 500; mlp: 1000)")
     length.add_argument("--epochs", type=float, help="passes over the training series (instead of --steps)")
     tc.add_argument("--batch", type=int, help="series per step (default 32)")
-    tc.add_argument("--lr", type=float, help="learning rate")
+    tc.add_argument(
+        "--lr", type=float,
+        help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; mlp: 1e-3 constant)",
+    )  # fmt: skip
     tc.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     tc.add_argument("--seed", type=int, help="random seed: initial weights, shuffling, dropout (default 0)")
     tc.add_argument(
