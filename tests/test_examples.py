@@ -23,3 +23,13 @@ def test_drop_in_example(capsys):
     diffs = [float(tok.rstrip(",")) for tok in out.split() if "e-" in tok]
     assert len(diffs) == 3 and max(diffs) < 1e-5
     assert "packed in, packed out: PackedSequence" in out
+
+
+def test_classify_example(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["classify_vowels.py", "--steps", "40"])
+    runpy.run_path(str(EXAMPLES / "classify_vowels.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "270 training / 370 test series, 12 channels, lengths 7-29" in out
+    accuracy = float(out.split("test accuracy ")[1].split(",")[0])
+    assert accuracy > 0.6  # 40 steps; the default's 300 reach about 0.98 (docs/results.md)
+    assert "first test series: predicted" in out

@@ -247,6 +247,56 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classify(args: argparse.Namespace) -> int:
+    """Train a sequence classifier on a .ts file; report train and test accuracy."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args.nproc, args.argv)
+    from rnnkit import classify
+    from rnnkit.training import distributed
+
+    model_opts, train_opts = classify.options_from(
+        args.model, cell=args.cell, hidden=args.hidden, layers=args.layers, bidirectional=args.bidirectional,
+        pool=args.pool, dropout=args.dropout, input_noise=args.input_noise, batch_size=args.batch,
+        steps=args.steps, lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
+    )  # fmt: skip
+    if args.clip_norm == 0:
+        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
+    report = classify.train_classifier(
+        args.train, args.test, args.out, model_opts, train_opts, epochs=args.epochs,
+        valid_fraction=args.valid_fraction, resume=args.resume, progress=not args.no_progress,
+    )  # fmt: skip
+    report["run_dir"] = str(report["run_dir"])
+    if not distributed.is_main():
+        return 0  # rank 0 reports for all
+    if args.json:
+        print(json.dumps(report))
+    else:
+        test = f"test accuracy {report['test_accuracy']:.4f}, " if "test_accuracy" in report else ""
+        print(
+            f"trained {report['steps']} steps -> {report['run_dir']}: {test}train accuracy "
+            f"{report['train_accuracy']:.4f} ({report['parameters']:,} parameters, weights of "
+            f"{report['checkpoint']}, {report['elapsed_s']:.1f} s)"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Label the series of a .ts file with a trained classifier (and score them if labelled)."""
+    from rnnkit import classify
+
+    report = classify.predict(args.run_dir, args.data, which=args.checkpoint)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print("\n".join(report["predictions"]))  # one label per series, in the file's order
+    if "accuracy" in report:
+        print(
+            f"accuracy {report['accuracy']:.4f} ({report['correct']}/{report['series']}) on {report['file']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Generate text from a trained language model's run directory, printed as it is sampled."""
     import torch
@@ -453,6 +503,62 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tlm)
     tlm.set_defaults(func=cmd_train_lm)
+
+    tc = train.add_parser("classify", help="a sequence classifier on labelled series (.ts files)")
+    tc.add_argument("--train", required=True, help="a .ts file of labelled training series")
+    tc.add_argument("--test", help="a .ts file of labelled test series, scored once at the end")
+    tc.add_argument("--out", required=True, help="the run directory to create (or resume)")
+    tc.add_argument(
+        "--model", choices=["rnn", "mlp"],
+        help="rnn (default): recurrent stack + pooling; mlp: the baseline on the flattened padded series",
+    )  # fmt: skip
+    tc.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default gru)")
+    tc.add_argument("--hidden", type=int, help="hidden size (default 64; mlp: units per layer, 500)")
+    tc.add_argument("--layers", type=int, help="stacked recurrent layers (default 2; mlp: hidden layers, 3)")
+    tc.add_argument(
+        "--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+        help="read each series both ways (default: on)",
+    )  # fmt: skip
+    tc.add_argument(
+        "--pool", choices=["last", "mean", "max", "attention"],
+        help="how the outputs over time become one vector (default mean)",
+    )  # fmt: skip
+    tc.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
+    tc.add_argument(
+        "--input-noise", type=float,
+        help="training only: Gaussian noise of this std added to the normalised inputs (default 0)",
+    )  # fmt: skip
+    tc.add_argument(
+        "--valid-fraction", type=float, default=0.0,
+        help="hold out this fraction of each class for validation, the best checkpoint and --patience "
+        "(default 0: validate on the training series)",
+    )  # fmt: skip
+    length = tc.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps in all (default 500; mlp: 1000)")
+    length.add_argument("--epochs", type=float, help="passes over the training series (instead of --steps)")
+    tc.add_argument("--batch", type=int, help="series per step (default 32)")
+    tc.add_argument(
+        "--lr", type=float,
+        help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; mlp: 1e-3 constant)",
+    )  # fmt: skip
+    tc.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
+    tc.add_argument("--seed", type=int, help="random seed: initial weights, shuffling, dropout (default 0)")
+    tc.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    tc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tc.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_training_options(tc)
+    tc.set_defaults(func=cmd_train_classify)
+
+    pr = sub.add_parser("predict", help="label series (.ts) with a trained classifier")
+    pr.add_argument("run_dir", help="a run directory made by `rnnkit train classify`")
+    pr.add_argument(
+        "data", help="a .ts file; its class labels are optional (with them, accuracy is reported)"
+    )
+    pr.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    pr.set_defaults(func=cmd_predict)
 
     ttag = train.add_parser("tag", help="a tagger that restores letter case (many-to-many)")
     ttag.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")

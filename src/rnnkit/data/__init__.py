@@ -1,4 +1,5 @@
-"""Data for language models: corpora (:mod:`.datasets`), tokenisers and batches (:mod:`.text`).
+"""Data: corpora (:mod:`.datasets`), tokenisers and batches (:mod:`.text`) for language models, and
+labelled series for classification (:mod:`.timeseries`: ``.ts`` files and arrays).
 
     splits = load_dataset("tinyshakespeare")                     # train / valid text
     tok = CharTokenizer.fit(splits.train)                        # or WordTokenizer.fit(..., max_size=)
@@ -38,6 +39,8 @@ _EXPORTS = {
     "split_text_file": "datasets",
     "split_works": "datasets",
     "check_finite": "checks",
+    "SeriesDataset": "timeseries",
+    "read_ts": "timeseries",
 }
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "DownloadError",
+    "SeriesDataset",
     "TBPTTStream",
     "TextSplits",
     "Tokenizer",
@@ -59,6 +63,7 @@ __all__ = [
     "load_tokenizer",
     "pad_batch",
     "read_text",
+    "read_ts",
     "save_tokenizer",
     "sha256_file",
     "split_text_file",
@@ -94,6 +99,7 @@ if TYPE_CHECKING:
         save_tokenizer,
         tokenizer_from_dict,
     )
+    from .timeseries import SeriesDataset, read_ts
 
 
 def __getattr__(name: str) -> Any:
