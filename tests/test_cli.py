@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnkit.cli import main
 
@@ -337,3 +338,16 @@ def test_generate_refuses_bad_stop_and_prime_before_printing(runs, capsys):
     assert main(["generate", str(runs["char"]), "--prime", "the Ö and ß"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "'Ö' (U+00D6)" in captured.err and "'ß' (U+00DF) x1" in captured.err
+
+
+def test_the_seed_fixes_the_language_models_initial_weights(tmp_path):
+    from rnnkit.lm import train_language_model
+    from rnnkit.training.checkpoint import load_checkpoint
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be, or not to be: that is the question.\n" * 30)
+    opts = {"steps": 1, "batch_size": 2, "seq_len": 8, "plots": False, "seed": 5}
+    for name in ("a", "b"):
+        train_language_model(str(corpus), tmp_path / name, {"hidden": 8}, opts, progress=False)
+    wa, wb = (load_checkpoint(tmp_path / n).model_state for n in ("a", "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

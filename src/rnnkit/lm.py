@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .data import CharTokenizer, WordTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from .errors import InputError
 from .models import LanguageModel, LMConfig
@@ -94,8 +96,9 @@ def train_language_model(
         tok = CharTokenizer.fit(splits.train, allow_unknown=bool(unseen))
     train_ids = tok.encode(splits.train, source=f"{data} (train)")
     valid_ids = tok.encode(splits.valid, source=f"{data} (valid)")
-    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, **model_options))
     config = TrainConfig(**train_options)
+    torch.manual_seed(config.seed)  # --seed fixes the initial weights too
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, **model_options))
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / "checkpoints").exists():
