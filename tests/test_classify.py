@@ -261,10 +261,6 @@ def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 6's bar; the default measured 98.27% over seeds 0-4 (docs/results.md), one series short",
-)
 def test_japanese_vowels_default_reaches_98_5_percent(tmp_path):
     """The default of `rnnkit train classify`, 5 seeds: mean test accuracy >= 98.5% (docs/results.md)."""
     model_opts, train_opts = classify.options_from(None)

@@ -37,9 +37,9 @@ from .training.trainer import TrainConfig, fit
 # docs/results.md ("Japanese Vowels"); the mlp one is the simple baseline.
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "rnn": (
-        {"model": "rnn", "cell": "gru", "hidden": 64, "layers": 2, "bidirectional": True, "pool": "mean",
+        {"model": "rnn", "cell": "gru", "hidden": 96, "layers": 2, "bidirectional": True, "pool": "mean",
          "dropout": 0.0},
-        {"steps": 500, "batch_size": 32, "lr": 5e-3, "schedule": "cosine", "warmup_steps": 30,
+        {"steps": 800, "batch_size": 32, "lr": 5e-3, "schedule": "cosine", "warmup_steps": 30,
          "eval_every": 50, "checkpoint_every": 100},
     ),
     "mlp": (

@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rnn (default): recurrent stack + pooling; mlp: the baseline on the flattened padded series",
     )  # fmt: skip
     tc.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default gru)")
-    tc.add_argument("--hidden", type=int, help="hidden size (default 64; mlp: units per layer, 500)")
+    tc.add_argument("--hidden", type=int, help="hidden size (default 96; mlp: units per layer, 500)")
     tc.add_argument("--layers", type=int, help="stacked recurrent layers (default 2; mlp: hidden layers, 3)")
     tc.add_argument(
         "--bidirectional", action=argparse.BooleanOptionalAction, default=None,
@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: validate on the training series)",
     )  # fmt: skip
     length = tc.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps in all (default 500; mlp: 1000)")
+    length.add_argument("--steps", type=int, help="optimizer steps in all (default 800; mlp: 1000)")
     length.add_argument("--epochs", type=float, help="passes over the training series (instead of --steps)")
     tc.add_argument("--batch", type=int, help="series per step (default 32)")
     tc.add_argument(
