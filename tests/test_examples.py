@@ -23,3 +23,11 @@ def test_drop_in_example(capsys):
     diffs = [float(tok.rstrip(",")) for tok in out.split() if "e-" in tok]
     assert len(diffs) == 3 and max(diffs) < 1e-5
     assert "packed in, packed out: PackedSequence" in out
+
+
+def test_seq2seq_example(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["seq2seq_numbers.py", "--steps", "3", "--pairs", "200"])
+    runpy.run_path(str(EXAMPLES / "seq2seq_numbers.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "greedy: exact match" in out and "beam 4: exact match" in out and "unseen numbers" in out
+    assert out.count("(expected") == 5

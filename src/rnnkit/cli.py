@@ -127,7 +127,8 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
         args.task, attention=args.attention, cell=args.cell, hidden=args.hidden, layers=args.layers,
         bidirectional=args.bidirectional, dropout=args.dropout, batch_size=args.batch, steps=args.steps,
         lr=args.lr, seed=args.seed, minutes=args.minutes, n_train=args.train_pairs, n_valid=args.valid_pairs,
-        n_test=args.test_pairs, **_training_overrides(args),
+        n_test=args.test_pairs, **{"max_digits" if args.task == "numbers" else "digits": args.digits},
+        **_training_overrides(args),
     )  # fmt: skip
     if args.clip_norm == 0:
         train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
@@ -399,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     ts.add_argument("--seed", type=int, help="random seed: the pairs drawn, the weights, the shuffling")
     ts.add_argument("--train-pairs", type=int, help="training pairs to draw (numbers 40000, addition 45000)")
+    ts.add_argument(
+        "--digits", type=int,
+        help="numbers: below 10^N (default 6, up to 12 = hundreds of billions); addition: operands of up to "
+        "N digits (default 3)",
+    )  # fmt: skip
     ts.add_argument("--valid-pairs", type=int, help="validation pairs, scored during training (1000)")
     ts.add_argument("--test-pairs", type=int, help="held-out test pairs (numbers 2000, addition 4000)")
     ts.add_argument("--beam", type=int, default=1, help="test-set beam width (default 1)")
@@ -484,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc",
-                 "beam", "train_pairs", "valid_pairs", "test_pairs"):  # fmt: skip
+                 "beam", "train_pairs", "valid_pairs", "test_pairs", "digits"):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)

@@ -148,6 +148,14 @@ def train_seq2seq(
     }
 
 
+def load_splits(run_dir: str | os.PathLike[str]) -> PairSplits:
+    """The pairs a run directory was trained on, drawn again (its task, options and seed)."""
+    run_dir = Path(run_dir)
+    data = json.loads((run_dir / "data.json").read_text())
+    seed = json.loads((run_dir / "config.json").read_text())["train"]["seed"]
+    return make_splits(data["task"], data["options"], seed)
+
+
 def load_seq2seq(run_dir: str | os.PathLike[str], which: str = "best") -> TrainedSeq2Seq:
     """The model of a run directory with its best (or latest) weights, and its vocabularies."""
     run_dir = Path(run_dir)
@@ -249,6 +257,7 @@ __all__ = [
     "decode_pairs",
     "exact_match",
     "load_seq2seq",
+    "load_splits",
     "make_splits",
     "options_from",
     "plot_attention",
