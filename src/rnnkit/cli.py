@@ -159,7 +159,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     plot = str(translation.plot_attention(result, args.plot)) if args.plot else None
     if args.json:
         print(json.dumps({"run_dir": str(trained.run_dir), "text": result.text,
-                          "translation": result.translation, "score": result.score,
+                          "translation": result.translation, "tokens": result.output, "score": result.score,
                           "finished": result.output[-1:] == ["</s>"], "plot": plot}))  # fmt: skip
     else:
         print(result.translation)
