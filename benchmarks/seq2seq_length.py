@@ -31,7 +31,8 @@ def by_length(run_dir: str) -> dict:
         groups[n][0] += ref == hyp
         groups[n][1] += 1
     config = trained.model.config
-    label = config.attention + (" (bidirectional)" if config.bidirectional else "")
+    label = {"none": "context vector only"}.get(config.attention, f"{config.attention} attention")
+    label += f", {config.cell.upper()} {config.hidden}" + (", bidirectional" if config.bidirectional else "")
     return {
         "run_dir": run_dir,
         "attention": label,
@@ -53,7 +54,7 @@ def plot(reports: list[dict], path: Path) -> None:
         rate = [100 * r["by_length"][n][0] / r["by_length"][n][1] for n in lengths]
         ax.plot(lengths, rate, marker="o", label=f"{r['attention']}: {100 * r['exact_match']:.1f}% overall")
     ax.set_ylabel("exact match on held-out pairs (%)")
-    ax.set_title("English -> French number words: exact match against input length")
+    ax.set_title("English -> French number words (held-out numbers): exact match against input length")
     ax.grid(alpha=0.3)
     ax.legend()
     first = reports[0]["by_length"]
