@@ -33,3 +33,11 @@ def test_classify_example(capsys, monkeypatch):
     accuracy = float(out.split("test accuracy ")[1].split(",")[0])
     assert accuracy > 0.6  # 40 steps; the default's 300 reach about 0.98 (docs/results.md)
     assert "first test series: predicted" in out
+
+
+def test_seq2seq_example(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["seq2seq_numbers.py", "--steps", "3", "--pairs", "200"])
+    runpy.run_path(str(EXAMPLES / "seq2seq_numbers.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "greedy: exact match" in out and "beam 4: exact match" in out and "unseen numbers" in out
+    assert out.count("(expected") == 5

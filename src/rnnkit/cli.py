@@ -297,6 +297,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_seq2seq(args: argparse.Namespace) -> int:
+    """Train an encoder-decoder on a generated task; report the exact match on held-out pairs."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _torchrun(args.nproc, args.argv)
+    from rnnkit import translation
+    from rnnkit.training import distributed
+
+    model_opts, train_opts, data_opts = translation.options_from(
+        args.task, attention=args.attention, cell=args.cell, hidden=args.hidden, layers=args.layers,
+        bidirectional=args.bidirectional, dropout=args.dropout, batch_size=args.batch, steps=args.steps,
+        lr=args.lr, seed=args.seed, minutes=args.minutes, n_train=args.train_pairs, n_valid=args.valid_pairs,
+        n_test=args.test_pairs, **{"max_digits" if args.task == "numbers" else "digits": args.digits},
+        **_training_overrides(args),
+    )  # fmt: skip
+    if args.clip_norm == 0:
+        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
+    report = translation.train_seq2seq(
+        args.task, args.out, model_opts, train_opts, data_opts, resume=args.resume,
+        progress=not args.no_progress, beam=args.beam,
+    )  # fmt: skip
+    if not distributed.is_main():
+        return 0  # rank 0 reports for all
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"trained {report['steps']} steps -> {report['run_dir']}: exact match "
+            f"{report['exact_match']:.2%} "
+            f"on {report['test_pairs']:,} held-out pairs ({report['parameters']:,} parameters, "
+            f"{report['elapsed_s']:.0f} s)"
+        )
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Decode one input with a trained seq2seq model; optionally draw its attention."""
+    from rnnkit import translation
+
+    trained = translation.load_seq2seq(args.run_dir, which=args.checkpoint)
+    result = translation.translate(trained, args.text, beam=args.beam, alpha=args.alpha)
+    plot = str(translation.plot_attention(result, args.plot)) if args.plot else None
+    if args.json:
+        print(json.dumps({"run_dir": str(trained.run_dir), "text": result.text,
+                          "translation": result.translation, "tokens": result.output, "score": result.score,
+                          "finished": result.output[-1:] == ["</s>"], "plot": plot}))  # fmt: skip
+    else:
+        print(result.translation)
+        if plot:
+            print(f"attention heat map: {plot}", file=sys.stderr)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Generate text from a trained language model's run directory, printed as it is sampled."""
     import torch
@@ -560,6 +612,57 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.set_defaults(func=cmd_predict)
 
+    ts = train.add_parser(
+        "seq2seq", help="an encoder-decoder on a generated task: number words English -> French, addition"
+    )
+    ts.add_argument(
+        "--task", required=True, choices=["numbers", "addition"],
+        help="numbers: 'three hundred and forty-two' -> 'trois cent quarante-deux' (words); addition: "
+        "'123+45' -> '168' (characters)",
+    )  # fmt: skip
+    ts.add_argument("--out", required=True, help="the run directory to create (or resume)")
+    ts.add_argument(
+        "--attention", choices=["none", "additive", "dot", "general"],
+        help="none: the context vector only (Sutskever 2014); additive (Bahdanau 2015, the default); dot "
+        "or general (Luong 2015)",
+    )  # fmt: skip
+    ts.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default lstm)")
+    ts.add_argument("--hidden", type=int, help="hidden (and embedding) size (default 128)")
+    ts.add_argument("--layers", type=int, help="stacked layers of the encoder and the decoder (default 1)")
+    ts.add_argument("--bidirectional", action="store_true", default=None, help="a bidirectional encoder")
+    ts.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
+    ts.add_argument("--batch", type=int, help="pairs per step (default 64)")
+    ts.add_argument("--steps", type=int, help="optimizer steps in all")
+    ts.add_argument("--lr", type=float, help="AdamW learning rate")
+    ts.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
+    ts.add_argument("--seed", type=int, help="random seed: the pairs drawn, the weights, the shuffling")
+    ts.add_argument("--train-pairs", type=int, help="training pairs to draw (numbers 40000, addition 45000)")
+    ts.add_argument(
+        "--digits", type=int,
+        help="numbers: below 10^N (default 6, up to 12 = hundreds of billions); addition: operands of up to "
+        "N digits (default 3)",
+    )  # fmt: skip
+    ts.add_argument("--valid-pairs", type=int, help="validation pairs, scored during training (1000)")
+    ts.add_argument("--test-pairs", type=int, help="held-out test pairs (numbers 2000, addition 4000)")
+    ts.add_argument("--beam", type=int, default=1, help="test-set beam width (default 1)")
+    ts.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    ts.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ts.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_training_options(ts)
+    ts.set_defaults(func=cmd_train_seq2seq)
+
+    tr = sub.add_parser("translate", help="decode one input with a model from `rnnkit train seq2seq`")
+    tr.add_argument("run_dir", help="a run directory made by `rnnkit train seq2seq`")
+    tr.add_argument("text", help="the input, written as the training sources are")
+    tr.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
+    tr.add_argument("--alpha", type=float, default=0.6, help="beam search's length penalty (0.6)")
+    tr.add_argument("--plot", metavar="FILE", help="draw the attention weights as a heat map (PNG)")
+    tr.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    tr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    tr.set_defaults(func=cmd_translate)
+
     ttag = train.add_parser("tag", help="a tagger that restores letter case (many-to-many)")
     ttag.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")
     ttag.add_argument("--out", required=True, help="the run directory to create (or resume)")
@@ -706,7 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc"):
+    for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc",
+                 "beam", "train_pairs", "valid_pairs", "test_pairs", "digits"):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)

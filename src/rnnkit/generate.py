@@ -9,13 +9,20 @@ tokens costs n steps, not n^2 / 2.
     iter_text(model, tok, prime, n, stop=)   decoded pieces as they come (for streaming), optional stop
     sample_text(model, tok, prime, n)        prime + all of them as one string
 
-Shape legend: P prime length, n tokens to generate, V vocabulary size.
+Sequence to sequence (a model with ``encode``, ``step`` and ``select``, as :class:`~rnnkit.models.Seq2Seq`):
+
+    greedy_decode(model, src, lengths)       the most likely token at every step
+    beam_search(model, src, lengths, beam=)  the best of ``beam`` hypotheses kept at every step
+
+Shape legend: P prime length, n tokens to generate, V vocabulary size, S source length, B batch, K beam.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +30,19 @@ from torch import Tensor, nn
 
 from .errors import InputError, check, check_int
 
-__all__ = ["filter_logits", "iter_text", "iter_tokens", "sample_next", "sample_text", "sample_tokens"]
+__all__ = [
+    "LENGTH_PENALTIES",
+    "Decoded",
+    "beam_search",
+    "filter_logits",
+    "greedy_decode",
+    "iter_text",
+    "iter_tokens",
+    "length_penalty",
+    "sample_next",
+    "sample_text",
+    "sample_tokens",
+]
 
 
 def _check_options(temperature: object, top_k: object, top_p: object, greedy: object) -> None:
@@ -236,3 +255,229 @@ def sample_text(model: nn.Module, tokenizer: Any, prime: str, n: int, **kw: Any)
     """``prime`` followed by the text of :func:`iter_text` (same arguments, same draws for the same
     generator), as one string."""
     return prime + "".join(iter_text(model, tokenizer, prime, n, **kw))
+
+
+# -- sequence to sequence: greedy and beam search --------------------------------------------------------
+
+LENGTH_PENALTIES = ("none", "length", "gnmt")
+
+
+@dataclass
+class Decoded:
+    """Decoded outputs of a batch of B sources.
+
+    Attributes:
+        tokens: per source, the output ids without ``<s>`` and ``</s>``.
+        scores: (B,) the sum of the log-probabilities of the output tokens, ``</s>`` included if produced.
+        normalized: (B,) ``scores`` divided by the length penalty (what beam search ranks by; equal to
+            ``scores`` for greedy decoding).
+        finished: per source, whether ``</s>`` was produced within ``max_len``.
+        weights: per source, the attention weights (n_b, S_b) of each output step (``</s>`` included,
+            the source trimmed to its length); None for a model without attention.
+    """
+
+    tokens: list[list[int]]
+    scores: Tensor
+    normalized: Tensor
+    finished: list[bool]
+    weights: list[Tensor] | None
+
+
+def length_penalty(kind: str, length: Tensor, alpha: float) -> Tensor:
+    """The divisor of a hypothesis' log-probability, so that long outputs are not ruled out for being long.
+
+    ``"gnmt"``: ((5 + |Y|) / 6)^alpha (Wu et al. 2016, https://arxiv.org/abs/1609.08144, section 7, eq. 14);
+    ``"length"``: |Y|^alpha; ``"none"``: 1. ``alpha = 0`` is no normalisation, 1 the mean log-probability
+    (for ``"length"``).
+    """
+    length = length.to(torch.float64)
+    if kind == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    if kind == "length":
+        return length.clamp(min=1.0) ** alpha
+    return torch.ones_like(length)
+
+
+def _check_decoding(src: Tensor, lengths: Any, max_len: object) -> Tensor:
+    check(
+        isinstance(src, Tensor) and src.dim() == 2 and src.dtype == torch.long,
+        "src must be (S, B) int64 token ids, got "
+        + (f"shape {tuple(src.shape)}, {src.dtype}" if isinstance(src, Tensor) else type(src).__name__),
+    )
+    check_int("max_len", max_len)
+    lengths = torch.as_tensor(lengths)
+    check(
+        lengths.shape == src.shape[1:],
+        f"lengths must be ({src.shape[1]},), one per source column, got {tuple(lengths.shape)}",
+    )
+    return lengths
+
+
+def _weights(state: Any) -> Tensor | None:
+    """The step's attention weights (B, S) from a decoder state, or None for a model without attention."""
+    weights = getattr(state, "weights", None)
+    return weights if isinstance(weights, Tensor) and weights.dim() == 2 and weights.shape[1] > 0 else None
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: nn.Module, src: Tensor, lengths: Tensor, *, bos: int = 1, eos: int = 2, max_len: int = 100
+) -> Decoded:
+    """Feed back the most likely token at every step, until ``</s>`` or ``max_len`` tokens.
+
+    Arguments:
+        model: ``encode(src, lengths) -> (memory, state)``, ``step(prev (B,), state, memory) -> (logits
+            (B, V), state)``; the step's attention weights, if any, in ``state.weights`` (B, S).
+        src: (S, B) int64 source ids, padded. lengths: (B,) true lengths.
+        bos, eos: the start and end ids. max_len: the most output tokens per source, ``</s>`` included.
+    """
+    lengths = _check_decoding(src, lengths, max_len)
+    was_training = model.training
+    model.eval()
+    try:
+        memory, state = model.encode(src, lengths)
+        B = src.shape[1]
+        prev = torch.full((B,), bos, dtype=torch.long, device=src.device)  # (B,)
+        done = torch.zeros(B, dtype=torch.bool, device=src.device)  # (B,)
+        score = torch.zeros(B, dtype=torch.float64, device=src.device)  # (B,)
+        steps, weights = [], []
+        for _ in range(max_len):
+            logits, state = model.step(prev, state, memory)  # (B, V)
+            logp = torch.log_softmax(logits.double(), -1)  # (B, V)
+            token = logp.argmax(-1)  # (B,)
+            score += torch.where(done, 0.0, logp.gather(1, token[:, None]).squeeze(1))
+            token = torch.where(done, eos, token)  # a finished sequence stays finished
+            steps.append(token)
+            weights.append(_weights(state))
+            done |= token == eos
+            if bool(done.all()):
+                break
+            prev = token
+    finally:
+        model.train(was_training)
+    out = torch.stack(steps, 1).tolist()  # (B, n)
+    tokens, finished, kept = [], [], []
+    for b in range(B):
+        n = out[b].index(eos) + 1 if eos in out[b] else len(out[b])  # steps that belong to it
+        tokens.append(out[b][: n - 1] if eos in out[b] else out[b])
+        finished.append(eos in out[b])
+        kept.append(n)
+    attn = None
+    if weights[0] is not None:
+        w = torch.stack(weights, 1)  # (B, n, S)
+        attn = [w[b, : kept[b], : int(lengths[b])].cpu() for b in range(B)]
+    return Decoded(tokens, score.cpu(), score.cpu(), finished, attn)
+
+
+@torch.no_grad()
+def beam_search(
+    model: nn.Module,
+    src: Tensor,
+    lengths: Tensor,
+    *,
+    beam: int = 4,
+    max_len: int = 100,
+    penalty: str = "gnmt",
+    alpha: float = 0.6,
+    bos: int = 1,
+    eos: int = 2,
+    pad: int = 0,
+) -> Decoded:
+    """Keep the ``beam`` best hypotheses of every source at every step; return the best finished one.
+
+    Every step extends each live hypothesis by every token; a finished one (it produced ``</s>``) has one
+    continuation, itself, with its score unchanged. Of these candidates the ``beam`` best by normalised
+    score, ``log p(Y) / length_penalty(|Y|)``, are kept, so finished hypotheses compete with live ones
+    and a live one is dropped only for ``beam`` better ones. The search ends when all kept hypotheses are
+    finished, or after ``max_len`` steps (a hypothesis still live then competes with its length so far).
+    With ``beam=1`` this is greedy decoding, whatever the penalty: one hypothesis, extended by its most
+    likely token, and finished by ``</s>``.
+
+    Arguments:
+        model, src, lengths, bos, eos, max_len: as :func:`greedy_decode`; the model also needs
+            ``select(state, index) -> state`` (the batch rows ``index``), and ``memory.select(index)``.
+        beam: K, hypotheses kept per source.
+        penalty, alpha: the length normalisation, see :func:`length_penalty`.
+        pad: the token a finished hypothesis is extended with (never part of the output).
+    """
+    lengths = _check_decoding(src, lengths, max_len)
+    beam = check_int("beam", beam)
+    if penalty not in LENGTH_PENALTIES:
+        raise InputError(f"penalty must be one of {LENGTH_PENALTIES}, got {penalty!r}")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, numbers.Real)
+        or not math.isfinite(alpha)
+        or alpha < 0
+    ):
+        raise InputError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        return _beam(model, src, lengths, beam, max_len, penalty, float(alpha), bos, eos, pad)
+    finally:
+        model.train(was_training)
+
+
+def _beam(
+    model: nn.Module, src: Tensor, lengths: Tensor, K: int, max_len: int, penalty: str, alpha: float,
+    bos: int, eos: int, pad: int,
+) -> Decoded:  # fmt: skip
+    """The search of :func:`beam_search` (its arguments checked)."""
+    device = src.device
+    memory, state = model.encode(src, lengths)
+    B = src.shape[1]
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) each source K times
+    memory, state = memory.select(rows), model.select(state, rows)
+    score = torch.zeros(B, K, dtype=torch.float64, device=device)  # (B, K) log p of each hypothesis
+    score[:, 1:] = -math.inf  # K copies of one start: only the first may expand, or all K would be equal
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
+    length = torch.zeros(B, K, dtype=torch.long, device=device)  # (B, K) tokens so far, </s> included
+    prev = torch.full((B * K,), bos, dtype=torch.long, device=device)  # (B*K,)
+    tokens, parents, weights = [], [], []
+    for t in range(max_len):
+        logits, state = model.step(prev, state, memory)  # (B*K, V)
+        logp = torch.log_softmax(logits.double(), -1).view(B, K, -1)  # (B, K, V)
+        V = logp.shape[-1]
+        grown = score[:, :, None] + logp  # (B, K, V)
+        kept = torch.full_like(grown, -math.inf)
+        kept[:, :, pad] = score  # a finished hypothesis continues as itself
+        candidate = torch.where(finished[:, :, None], kept, grown)  # (B, K, V)
+        new_length = torch.where(finished, length, t + 1)  # (B, K) the same for every token
+        key = candidate / length_penalty(penalty, new_length, alpha)[:, :, None]  # (B, K, V)
+        _, flat = key.view(B, K * V).topk(K, dim=1)  # (B, K) the best K of K*V, best first
+        parent, token = flat // V, flat % V  # (B, K) each
+        score = candidate.view(B, K * V).gather(1, flat)
+        length = new_length.gather(1, parent)
+        finished = finished.gather(1, parent) | (token == eos)
+        state = model.select(state, (torch.arange(B, device=device)[:, None] * K + parent).flatten())
+        tokens.append(token)
+        parents.append(parent)
+        w = _weights(state)
+        weights.append(None if w is None else w.view(B, K, -1))  # (B, K, S): each kept step's weights
+        if bool(finished.all()):
+            break
+        prev = token.flatten()  # (B*K,)
+    normalized = score / length_penalty(penalty, length, alpha)  # (B, K)
+    best = normalized.argmax(1)  # (B,)
+    out, out_w, done = [], [], []
+    has_attention = weights[0] is not None
+    for b in range(B):
+        k, seq, ws = int(best[b]), [], []
+        for t in range(len(tokens) - 1, -1, -1):  # follow the parents back to the first step
+            seq.append(int(tokens[t][b, k]))
+            ws.append(weights[t][b, k] if has_attention else None)
+            k = int(parents[t][b, k])
+        seq.reverse()
+        ws.reverse()
+        n = int(length[b, best[b]])  # the steps that belong to it; the rest are pad after </s>
+        fin = bool(finished[b, best[b]])
+        out.append(seq[: n - 1] if fin else seq[:n])
+        done.append(fin)
+        if has_attention:
+            out_w.append(torch.stack(ws[:n])[:, : int(lengths[b])].cpu())  # (n, S_b)
+    index = best[:, None]
+    return Decoded(
+        out, score.gather(1, index).squeeze(1).cpu(), normalized.gather(1, index).squeeze(1).cpu(), done,
+        out_w if has_attention else None,
+    )  # fmt: skip
