@@ -41,3 +41,18 @@ def test_seq2seq_example(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "greedy: exact match" in out and "beam 4: exact match" in out and "unseen numbers" in out
     assert out.count("(expected") == 5
+
+
+def test_restore_case_example(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["restore_case.py", "--steps", "30", "--hidden", "16"])
+    runpy.run_path(str(EXAMPLES / "restore_case.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "bidirectional tagger: accuracy" in out and "rule baseline:" in out
+    assert "romeo. o romeo" in out.lower()
+
+
+def test_spell_digits_example(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["spell_digits.py", "--steps", "20"])
+    runpy.run_path(str(EXAMPLES / "spell_digits.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "exact match on 450 held-out images" in out and out.count("image of a") == 5
