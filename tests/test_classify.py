@@ -24,12 +24,7 @@ UEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uea"
 TRAIN, TEST = UEA / "JapaneseVowels_TRAIN.ts", UEA / "JapaneseVowels_TEST.ts"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-exact resume needs a fixed thread count; one is also the fastest here
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from rnnkit.diagnostics import gate_statistics, gradient_flow, jacobian_spectrum
 from rnnkit.errors import InputError
 from rnnkit.models.sequence_model import TaskModel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- tasks and their baselines --------------------------------------------------------------------------

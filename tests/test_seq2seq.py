@@ -371,14 +371,6 @@ def tiny_task(seed=0, batch_size=8):
     return Seq2SeqTask(train, valid, batch_size, seed=seed), config
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-exact resume needs a fixed summation order
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_seq2seq_task_resumes_exactly(tmp_path, one_thread):
     # 10 steps of 8 from 64 pairs: crosses an epoch boundary (a new permutation), and the linear
     # teacher-forcing schedule draws samples from the checkpointed generator

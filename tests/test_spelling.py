@@ -12,13 +12,7 @@ from rnnkit.errors import InputError
 from rnnkit.models.speller import BOS, EOS, Speller, SpellerConfig
 from rnnkit.spelling import WORDS, load_digits_split
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def speller(cell: str = "gru") -> Speller:

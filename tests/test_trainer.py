@@ -35,12 +35,7 @@ IDS = TOKENIZER.encode(TEXT)
 TRAIN_IDS, VALID_IDS = IDS[:1200], IDS[1200:]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, cell: str = "lstm", tie: bool = True) -> LanguageModel:

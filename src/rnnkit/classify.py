@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 from .data.timeseries import SeriesDataset, read_ts
 from .errors import InputError
 from .models.classifier import ClassifierConfig, MLPClassifier, SequenceClassifier, build_classifier
+from .options import field_names, route
 from .training import distributed
 from .training.checkpoint import atomic_write, load_checkpoint
 from .training.tasks import ClassifyTask, evaluate_classifier, predict_classes
@@ -64,17 +65,8 @@ def options_from(model: str | None, **overrides: Any) -> tuple[dict[str, Any], d
     if kind not in PRESETS:
         raise InputError(f"model must be one of {sorted(PRESETS)}, got {kind!r}")
     model_opts, train_opts = (dict(d) for d in PRESETS[kind])
-    model_fields = {f.name for f in fields(ClassifierConfig)} - {"input_size", "num_classes", "max_len"}
-    train_fields = {f.name for f in fields(TrainConfig)}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in model_fields:
-            model_opts[key] = value
-        elif key in train_fields:
-            train_opts[key] = value
-        else:
-            raise ValueError(f"unknown option {key!r}")
+    model_fields = field_names(ClassifierConfig) - {"input_size", "num_classes", "max_len"}
+    route(overrides, (model_opts, model_fields), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts
 
 

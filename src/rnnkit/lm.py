@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from .data import CharTokenizer, WordTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from .errors import InputError
 from .models import LanguageModel, LMConfig
+from .options import field_names, route
 from .training import distributed
 from .training.checkpoint import atomic_write, load_checkpoint
 from .training.trainer import TrainConfig, train_lm
@@ -175,14 +176,5 @@ def options_from(preset: str | None, **overrides: Any) -> tuple[dict[str, Any], 
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     model_opts, train_opts = (dict(d) for d in PRESETS[preset or "quick"])
-    model_fields, train_fields = set(asdict(LMConfig(vocab_size=1))), set(asdict(TrainConfig()))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in model_fields:
-            model_opts[key] = value
-        elif key in train_fields:
-            train_opts[key] = value
-        else:
-            raise ValueError(f"unknown option {key!r}")
+    route(overrides, (model_opts, field_names(LMConfig)), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .errors import InputError
 from .models.speller import EOS, Speller, SpellerConfig
+from .options import field_names, route
 from .training.batches import EpochBatches
 from .training.trainer import TrainConfig, fit
 
@@ -143,12 +144,7 @@ def train_speller(
 def options(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The preset's model and training options with every non-None override applied."""
     model_opts, train_opts = dict(PRESET[0]), dict(PRESET[1])
-    model_fields = {"cell", "hidden", "dropout"}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        (model_opts if key in model_fields else train_opts)[key] = value
-    TrainConfig(**train_opts)  # unknown or bad training options fail here, before any work
+    route(overrides, (model_opts, {"cell", "hidden", "dropout"}), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts
 
 

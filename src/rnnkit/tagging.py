@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from .data import CharTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from .data.casing import case_targets, letter_mask, rule_baseline, tag_scores
 from .errors import InputError
 from .models.tagger import SequenceTagger, TaggerConfig
+from .options import field_names, route
 from .training import distributed
 from .training.batches import random_windows
 from .training.checkpoint import atomic_write, load_checkpoint
@@ -191,14 +191,5 @@ def restore_case(run_dir: str | os.PathLike[str], text: str, which: str = "best"
 def options(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The preset's model and training options with every non-None override applied."""
     model_opts, train_opts = dict(PRESET[0]), dict(PRESET[1])
-    model_fields, train_fields = set(asdict(TaggerConfig(vocab_size=1))), set(asdict(TrainConfig()))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in model_fields:
-            model_opts[key] = value
-        elif key in train_fields:
-            train_opts[key] = value
-        else:
-            raise ValueError(f"unknown option {key!r}")
+    route(overrides, (model_opts, field_names(TaggerConfig)), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .data.pairs import TASKS, PairSplits, SeqVocab, encode_pairs, make_batch
 from .errors import InputError
 from .generate import Decoded, beam_search, greedy_decode
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
+from .options import field_names, route
 from .training import distributed
 from .training.checkpoint import atomic_write, load_checkpoint
 from .training.tasks import Seq2SeqTask
@@ -72,19 +73,8 @@ def options_from(task: str, **overrides: Any) -> tuple[dict[str, Any], dict[str,
     if task not in PRESETS:
         raise InputError(f"task must be one of {sorted(PRESETS)}, got {task!r}")
     model_opts, train_opts, data_opts = (dict(d) for d in PRESETS[task])
-    model_fields = set(asdict(Seq2SeqConfig(src_vocab=2, tgt_vocab=4)))
-    train_fields = set(asdict(TrainConfig()))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in model_fields:
-            model_opts[key] = value
-        elif key in train_fields:
-            train_opts[key] = value
-        elif key in data_opts:
-            data_opts[key] = value
-        else:
-            raise InputError(f"unknown option {key!r} for task {task!r}")
+    route(overrides, (model_opts, field_names(Seq2SeqConfig)), (train_opts, field_names(TrainConfig)),
+          (data_opts, set(data_opts)), what=f"task {task!r}")  # fmt: skip
     return model_opts, train_opts, data_opts
 
 

@@ -1,0 +1,35 @@
+"""Presets with overrides: every command's options are a preset's, with what the user gave on top."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from .errors import InputError
+
+
+def field_names(config: type) -> set[str]:
+    """The field names of a dataclass type."""
+    if not is_dataclass(config):
+        raise TypeError(f"expected a dataclass type, got {config!r}")
+    return {f.name for f in fields(config)}
+
+
+def route(
+    overrides: Mapping[str, Any], *targets: tuple[dict[str, Any], Collection[str]], what: str = ""
+) -> None:
+    """Put each non-None override into the first target whose field names hold its key.
+
+    ``targets`` are ``(options dict, field names)`` pairs, e.g. the model's and the training's; an
+    override that fits none of them is an :class:`~rnnkit.errors.InputError` naming it.
+    """
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        for options, names in targets:
+            if key in names:
+                options[key] = value
+                break
+        else:
+            raise InputError(f"unknown option {key!r}{' for ' + what if what else ''}")
