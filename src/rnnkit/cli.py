@@ -470,7 +470,8 @@ TEACHER_FORCING = ("always", "linear", "exponential", "inverse_sigmoid")
 
 
 def _training_overrides(args: argparse.Namespace) -> dict[str, object]:
-    out = {field: getattr(args, option) for option, field in TRAINING_OPTIONS.items()}
+    # a command without an option (e.g. --bptt-window outside `train lm`) leaves its field alone
+    out = {field: getattr(args, option, None) for option, field in TRAINING_OPTIONS.items()}
     if args.clip_norm == 0:
         out["clip_norm"] = None  # a None is no override: cmd_train_lm turns it off
     if args.no_plots:
@@ -478,8 +479,10 @@ def _training_overrides(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    """The optimizer, schedule, clipping, truncation and checkpoint options of every training command."""
+def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, sampling: bool = False) -> None:
+    """The optimizer, schedule, clipping and checkpoint options of every training command; the truncated
+    BPTT window only where there is a stream to truncate (``bptt``), and the teacher-forcing schedule only
+    for models that feed back their own predictions (``sampling``)."""
     g = p.add_argument_group("training")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     g.add_argument("--weight-decay", type=float, help="AdamW's decoupled decay; an L2 term for the others")
@@ -495,11 +498,17 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--clip-norm", type=float, help="clip the global gradient norm to this (0 = off; default 1)"
     )
     g.add_argument("--clip-value", type=float, help="clamp every gradient entry to +-this")
-    g.add_argument("--bptt-window", type=int, help="k2 <= seq-len: backpropagate through the last k2 steps")
-    g.add_argument("--teacher-forcing", choices=TEACHER_FORCING, help="scheduled sampling (default always)")
-    g.add_argument("--tf-k", type=float, help="the teacher-forcing schedule's k")
-    g.add_argument("--tf-c", type=float, help="the linear schedule's slope c")
-    g.add_argument("--tf-floor", type=float, help="the teacher-forcing probability never goes below this")
+    if bptt:
+        g.add_argument(
+            "--bptt-window", type=int, help="k2 <= seq-len: backpropagate through the last k2 steps"
+        )
+    if sampling:
+        g.add_argument(
+            "--teacher-forcing", choices=TEACHER_FORCING, help="scheduled sampling (default always)"
+        )
+        g.add_argument("--tf-k", type=float, help="the teacher-forcing schedule's k")
+        g.add_argument("--tf-c", type=float, help="the linear schedule's slope c")
+        g.add_argument("--tf-floor", type=float, help="the teacher-forcing probability never goes below this")
     g.add_argument("--eval-every", type=int, help="validate every this many steps")
     g.add_argument("--checkpoint-every", type=int, help="save a checkpoint every this many steps")
     g.add_argument("--keep-last", type=int, help="checkpoints to keep (besides the best)")
@@ -553,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tlm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_training_options(tlm)
+    add_training_options(tlm, bptt=True, sampling=True)
     tlm.set_defaults(func=cmd_train_lm)
 
     tc = train.add_parser("classify", help="a sequence classifier on labelled series (.ts files)")
@@ -650,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ts.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_training_options(ts)
+    add_training_options(ts, sampling=True)
     ts.set_defaults(func=cmd_train_seq2seq)
 
     tr = sub.add_parser("translate", help="decode one input with a model from `rnnkit train seq2seq`")
@@ -701,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsp.add_argument("--resume", action="store_true", help="continue the run in --out")
     tsp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tsp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_training_options(tsp)
+    add_training_options(tsp, sampling=True)
     tsp.set_defaults(func=cmd_train_spell)
 
     tt = train.add_parser("task", help="a fresh model on a synthetic long-range task (adding, copy, ...)")
