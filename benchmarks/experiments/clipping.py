@@ -79,9 +79,15 @@ def main() -> None:
     for r, color in zip(runs, ("tab:red", "tab:blue"), strict=True):
         label = "no clipping" if r["clip_norm"] is None else f"clip_norm = {r['clip_norm']:g}"
         norms = [g if g is not None else float("nan") for g in r["grad_norm"]]
-        a.plot(norms, color=color, alpha=0.6, linewidth=0.8, label=label)
+        a.plot(
+            norms, color=color, alpha=0.6, linewidth=0.8, label=label, marker="o" if r["skipped"] else None
+        )
         losses = [v if v is not None else float("nan") for v in r["loss"]]
-        b.plot(smooth(losses, 20), color=color, label=label)
+        # a skipped (non-finite) step is a gap in the line, not the last finite mean carried on
+        curve = [m if v == v else float("nan") for m, v in zip(smooth(losses, 20), losses, strict=True)]
+        b.plot(
+            curve, color=color, label=label + (f" ({r['skipped']} steps non-finite)" if r["skipped"] else "")
+        )
     if args.clip:
         a.axhline(args.clip, color="gray", linestyle="--", label="threshold")
     a.set(yscale="log", xlabel="step", ylabel="||g|| before clipping", title="gradient norm")
