@@ -30,7 +30,7 @@ from .errors import InputError
 from .models.classifier import ClassifierConfig, MLPClassifier, SequenceClassifier, build_classifier
 from .options import field_names, route
 from .training import distributed
-from .training.checkpoint import atomic_write, load_checkpoint
+from .training.checkpoint import atomic_write, load_weights
 from .training.tasks import ClassifyTask, evaluate_classifier, predict_classes
 from .training.trainer import TrainConfig, fit
 
@@ -219,14 +219,7 @@ def load_classifier(run_dir: str | os.PathLike[str], which: str = "best") -> Tra
             "`rnnkit train classify`"
         )
     model = build_classifier(ClassifierConfig(**json.loads(config_path.read_text())["model"]))
-    try:
-        ckpt = load_checkpoint(run_dir, which=which)
-    except InputError:
-        if which != "best":
-            raise
-        ckpt = load_checkpoint(run_dir, which="latest")  # a run that never evaluated has no best
-    model.load_state_dict(ckpt.model_state)
-    model.eval()
+    ckpt = load_weights(model, run_dir, which)
     return TrainedClassifier(model, json.loads(classes_path.read_text())["classes"], run_dir, ckpt.path.name)
 
 

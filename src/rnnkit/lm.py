@@ -20,7 +20,7 @@ from .errors import InputError
 from .models import LanguageModel, LMConfig
 from .options import field_names, route
 from .training import distributed
-from .training.checkpoint import atomic_write, load_checkpoint
+from .training.checkpoint import atomic_write, load_weights
 from .training.trainer import TrainConfig, train_lm
 
 # Presets: (model options, training options). "quick" is the README's main job: about two minutes on
@@ -123,14 +123,7 @@ def load_language_model(run_dir: str | os.PathLike[str], which: str = "best") ->
         raise InputError(f"{run_dir}: not a run directory (no config.json); train one with `rnnkit train lm`")
     saved = json.loads(config_path.read_text())
     model = LanguageModel(LMConfig(**saved["model"]))
-    try:
-        ckpt = load_checkpoint(run_dir, which=which)
-    except InputError:
-        if which != "best":
-            raise
-        ckpt = load_checkpoint(run_dir, which="latest")  # a run that never evaluated has no best
-    model.load_state_dict(ckpt.model_state)
-    model.eval()
+    load_weights(model, run_dir, which)
     return TrainedLM(model, load_tokenizer(run_dir / "tokenizer.json"), run_dir)
 
 

@@ -26,7 +26,7 @@ from .models.tagger import SequenceTagger, TaggerConfig
 from .options import field_names, route
 from .training import distributed
 from .training.batches import random_windows
-from .training.checkpoint import atomic_write, load_checkpoint
+from .training.checkpoint import atomic_write, load_weights
 from .training.trainer import TrainConfig, fit
 
 # A bidirectional LSTM, 128 per direction: about 2 minutes on 2 CPU cores
@@ -165,14 +165,7 @@ def load_tagger(run_dir: str | os.PathLike[str], which: str = "best") -> tuple[S
         model = SequenceTagger(TaggerConfig(**saved["model"]))
     except (KeyError, TypeError) as e:
         raise InputError(f"{path}: not a tagger's run directory ({type(e).__name__}: {e})") from None
-    try:
-        ckpt = load_checkpoint(run_dir, which=which)
-    except InputError:
-        if which != "best":
-            raise
-        ckpt = load_checkpoint(run_dir, which="latest")
-    model.load_state_dict(ckpt.model_state)
-    model.eval()
+    load_weights(model, run_dir, which)
     return model, load_tokenizer(run_dir / "tokenizer.json")
 
 

@@ -23,7 +23,7 @@ from .generate import Decoded, beam_search, greedy_decode
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
 from .options import field_names, route
 from .training import distributed
-from .training.checkpoint import atomic_write, load_checkpoint
+from .training.checkpoint import atomic_write, load_weights
 from .training.tasks import Seq2SeqTask
 from .training.trainer import TrainConfig, fit
 
@@ -159,14 +159,7 @@ def load_seq2seq(run_dir: str | os.PathLike[str], which: str = "best") -> Traine
     if not saved.get("model") or "tgt_vocab" not in saved["model"]:
         raise InputError(f"{run_dir}: its config.json describes no seq2seq model")
     model = Seq2Seq(Seq2SeqConfig(**saved["model"]))
-    try:
-        ckpt = load_checkpoint(run_dir, which=which)
-    except InputError:
-        if which != "best":
-            raise
-        ckpt = load_checkpoint(run_dir, which="latest")  # a run that never evaluated has no best
-    model.load_state_dict(ckpt.model_state)
-    model.eval()
+    load_weights(model, run_dir, which)
     vocab = json.loads((run_dir / "vocab.json").read_text())
     task = json.loads((run_dir / "data.json").read_text())["task"]
     src_vocab, tgt_vocab = SeqVocab.from_dict(vocab["src"]), SeqVocab.from_dict(vocab["tgt"])

@@ -438,6 +438,23 @@ def load_checkpoint(
         raise CheckpointError(f"{e}; {via}; {_alternative(root, name)}") from None
 
 
+def load_weights(model: torch.nn.Module, run_dir: str | os.PathLike[str], which: str = "best") -> Checkpoint:
+    """Load a run's checkpoint into ``model`` and put it in eval mode; returns the checkpoint.
+
+    ``which="best"`` falls back to ``latest`` for a run that never evaluated (and so has no best);
+    any other ``which`` must load as asked.
+    """
+    try:
+        ckpt = load_checkpoint(run_dir, which=which)
+    except InputError:
+        if which != "best":
+            raise
+        ckpt = load_checkpoint(run_dir, which="latest")  # a run that never evaluated has no best
+    model.load_state_dict(ckpt.model_state)
+    model.eval()
+    return ckpt
+
+
 def _lstat(path: Path) -> os.stat_result:
     try:
         return os.lstat(path)
