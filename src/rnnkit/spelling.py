@@ -20,6 +20,7 @@ from .errors import InputError
 from .models.speller import EOS, Speller, SpellerConfig
 from .options import field_names, route
 from .training.batches import EpochBatches
+from .training.tasks import evaluating
 from .training.trainer import TrainConfig, fit
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -78,12 +79,10 @@ class SpellTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        scores = model(self.tx, self.test_targets)
-        loss = masked_loss(scores, self.test_targets, self.test_mask) / len(self.ty)
-        words = model.spell(self.tx)
-        model.train(was_training)
+        with evaluating(model):
+            scores = model(self.tx, self.test_targets)
+            loss = masked_loss(scores, self.test_targets, self.test_mask) / len(self.ty)
+            words = model.spell(self.tx)
         exact = sum(w == WORDS[int(d)] for w, d in zip(words, self.ty, strict=True)) / len(words)
         return {"loss": loss.item(), "exact_match": exact}
 

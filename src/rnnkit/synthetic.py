@@ -18,6 +18,7 @@ from .diagnostics.commands import _task_input
 from .diagnostics.core import gradient_flow
 from .errors import InputError
 from .models.sequence_model import TASK_SHAPES, TaskModel
+from .training.tasks import evaluating
 from .training.trainer import TrainConfig, fit
 
 TEST_SEED = 10**6  # the test batch's seed: far from any training step's
@@ -60,11 +61,9 @@ class SyntheticTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        x, y = self.test
-        prediction = model(x)
-        model.train(was_training)
+        with evaluating(model):
+            x, y = self.test
+            prediction = model(x)
         scores = {"loss": float(model.loss(prediction, y))}
         if model.loss_kind == "ce":
             scores["accuracy"] = float((prediction.argmax(-1) == y).float().mean())

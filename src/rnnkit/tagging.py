@@ -27,6 +27,7 @@ from .options import field_names, route
 from .training import distributed
 from .training.batches import random_windows
 from .training.checkpoint import atomic_write, load_weights
+from .training.tasks import evaluating
 from .training.trainer import TrainConfig, fit
 
 # A bidirectional LSTM, 128 per direction: about 2 minutes on 2 CPU cores
@@ -88,20 +89,18 @@ class CaseTask:
 @torch.no_grad()
 def predict_tags(model: nn.Module, ids: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     """Tags (N,) and scores (N, K) for a whole text, read in windows of :data:`EVAL_WINDOW`."""
-    was_training = model.training
-    model.eval()
-    n, w = len(ids), EVAL_WINDOW
-    count = math.ceil(n / w)
-    padded = torch.zeros(count * w, dtype=torch.long)
-    padded[:n] = ids
-    lengths = torch.full((count,), w)
-    lengths[-1] = n - (count - 1) * w
-    scores = []
-    for chunk in range(0, count, 256):  # (w, b) at a time
-        x = padded.view(count, w)[chunk : chunk + 256].t().to(device)
-        s = model(x, lengths=lengths[chunk : chunk + 256])  # (w, b, K)
-        scores.append(s.transpose(0, 1).reshape(-1, s.shape[-1]).cpu())
-    model.train(was_training)
+    with evaluating(model):
+        n, w = len(ids), EVAL_WINDOW
+        count = math.ceil(n / w)
+        padded = torch.zeros(count * w, dtype=torch.long)
+        padded[:n] = ids
+        lengths = torch.full((count,), w)
+        lengths[-1] = n - (count - 1) * w
+        scores = []
+        for chunk in range(0, count, 256):  # (w, b) at a time
+            x = padded.view(count, w)[chunk : chunk + 256].t().to(device)
+            s = model(x, lengths=lengths[chunk : chunk + 256])  # (w, b, K)
+            scores.append(s.transpose(0, 1).reshape(-1, s.shape[-1]).cpu())
     out = torch.cat(scores)[:n]  # (N, K)
     return out.argmax(-1), out
 

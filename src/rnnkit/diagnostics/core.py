@@ -18,6 +18,7 @@ from torch import Tensor
 from ..cells.base import LSTMState, State, map_state
 from ..errors import InputError
 from ..layers.recurrent import Recurrent
+from ..training.tasks import evaluating
 
 GATE_RANGES = {"input": (0, 1), "forget": (0, 1), "output": (0, 1), "cell": (-1, 1), "reset": (0, 1),
                "update": (0, 1), "new": (-1, 1)}  # fmt: skip
@@ -88,15 +89,11 @@ def gradient_flow(layer: Recurrent, x: Tensor, loss_fn: Callable[[Tensor], Tenso
     layer], "ratio": [first/last per layer], "loss": L}``; a ratio far below 1 is a vanishing gradient
     (the first steps barely affect the loss), far above 1 an exploding one.
     """
-    was_training = layer.training
-    layer.eval()
-    try:
+    with evaluating(layer):
         t = trace(layer, x)
         loss = loss_fn(t.output)
         flat = [h for layer_h in t.hidden for h in layer_h]
         grads = torch.autograd.grad(loss, flat, allow_unused=True)
-    finally:
-        layer.train(was_training)
     T = x.shape[0]
     norms = []
     for k in range(len(t.hidden)):
@@ -134,10 +131,8 @@ def jacobian_spectrum(layer: Recurrent, x: Tensor, layer_index: int = 0, sample:
         raise InputError(f"layer_index must be in [0, {len(cells)}), got {layer_index}")
     if not 0 <= sample < x.shape[1]:
         raise InputError(f"sample must be in [0, {x.shape[1]}), got {sample}")
-    was_training = layer.training
-    layer.eval()
-    t = trace(layer, x[:, sample : sample + 1])
-    layer.train(was_training)
+    with evaluating(layer):
+        t = trace(layer, x[:, sample : sample + 1])
     cell, inputs, states = cells[layer_index], t.inputs[layer_index], t.states[layer_index]
     start = cell.init_state(1, dtype=x.dtype, device=x.device)
     previous = [start, *states[:-1]]
@@ -164,10 +159,8 @@ def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[st
     """Per layer and gate: mean, std, the fraction saturated (sigmoid gates < 0.1 or > 0.9; tanh
     candidates |g| > 0.9), the saturated fraction of each unit, and a histogram (``bins`` counts over
     the gate's range). Only LSTM and GRU cells have gates; other layers give ``{}``."""
-    was_training = layer.training
-    layer.eval()
-    t = trace(layer, x, gates=True)
-    layer.train(was_training)
+    with evaluating(layer):
+        t = trace(layer, x, gates=True)
     out = []
     for gates in t.gates:
         stats = {}

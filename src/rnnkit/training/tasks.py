@@ -8,7 +8,8 @@ sequence tasks plug into the same loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -154,6 +155,17 @@ class LMTask:
         )
 
 
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_stream(
     model: nn.Module, stream: TBPTTStream, columns: slice = slice(None)
@@ -161,17 +173,15 @@ def evaluate_stream(
     """Summed cross-entropy (nats), correct argmax predictions and token count over every chunk of
     ``stream`` (its ``columns``), state carried across chunks. Uses no randomness (eval mode), so
     running it does not change what training draws next."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, correct, count, state = 0.0, 0.0, 0, None
-    for k in range(len(stream)):
-        x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
-        logits, state = model(x, state)  # (T, b, V)
-        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
+    with evaluating(model):
+        device = next(model.parameters()).device
+        total, correct, count, state = 0.0, 0.0, 0, None
+        for k in range(len(stream)):
+            x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
+            logits, state = model(x, state)  # (T, b, V)
+            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            count += y.numel()
     return total, correct, float(count)
 
 
@@ -286,16 +296,14 @@ class ClassifyTask:
 def predict_classes(model: nn.Module, x: Tensor, lengths: Tensor, batch_size: int = 256) -> Tensor:
     """Logits (N, K) of a classifier for series x (N, T, C) with lengths (N,), in eval mode, in
     batches (each cut to its longest series). Uses no randomness."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        n = lengths[start : start + batch_size]
-        T = int(n.max())
-        logits, _ = model(x[start : start + batch_size, :T].to(device), n.to(device))  # (b, K)
-        out.append(logits.float().cpu())
-    model.train(was_training)
+    with evaluating(model):
+        device = next(model.parameters()).device
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            n = lengths[start : start + batch_size]
+            T = int(n.max())
+            logits, _ = model(x[start : start + batch_size, :T].to(device), n.to(device))  # (b, K)
+            out.append(logits.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
@@ -390,25 +398,23 @@ class Seq2SeqTask:
         from ..data.pairs import make_batch
         from ..generate import greedy_decode
 
-        was_training = model.training
-        model.eval()
-        pairs = self.valid[self.valid_rows]
-        total = correct = tokens = exact = 0.0
-        for start in range(0, len(pairs), self.eval_batch):
-            chunk = pairs[start : start + self.eval_batch]
-            batch = make_batch(chunk)
-            src, tgt = batch.src.to(self.device), batch.tgt.to(self.device)
-            logits, _ = model(src, batch.lengths, tgt[:-1])  # (T + 1, b, V)
-            y = tgt[1:]
-            real = y != 0
-            nats = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=0, reduction="sum")
-            total += nats.item()
-            correct += ((logits.argmax(-1) == y) & real).sum().item()
-            tokens += real.sum().item()
-            longest = max(len(t) for _, t in chunk) + 1  # a longer output cannot match any target here
-            decoded = greedy_decode(model, src, batch.lengths, max_len=longest)
-            exact += sum(out == t for out, (_, t) in zip(decoded.tokens, chunk, strict=True))
-        model.train(was_training)
+        with evaluating(model):
+            pairs = self.valid[self.valid_rows]
+            total = correct = tokens = exact = 0.0
+            for start in range(0, len(pairs), self.eval_batch):
+                chunk = pairs[start : start + self.eval_batch]
+                batch = make_batch(chunk)
+                src, tgt = batch.src.to(self.device), batch.tgt.to(self.device)
+                logits, _ = model(src, batch.lengths, tgt[:-1])  # (T + 1, b, V)
+                y = tgt[1:]
+                real = y != 0
+                nats = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=0, reduction="sum")
+                total += nats.item()
+                correct += ((logits.argmax(-1) == y) & real).sum().item()
+                tokens += real.sum().item()
+                longest = max(len(t) for _, t in chunk) + 1  # a longer output cannot match any target here
+                decoded = greedy_decode(model, src, batch.lengths, max_len=longest)
+                exact += sum(out == t for out, (_, t) in zip(decoded.tokens, chunk, strict=True))
         sums = distributed.all_reduce_sum([total, correct, tokens, exact], self.device)
         total, correct, tokens, exact = sums
         return {"loss": total / tokens, "accuracy": correct / tokens, "exact_match": exact / len(self.valid)}
