@@ -480,9 +480,17 @@ def _training_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, sampling: bool = False) -> None:
-    """The optimizer, schedule, clipping and checkpoint options of every training command; the truncated
+    """The run options (--minutes, --resume, --no-progress, --json) and the optimizer, schedule, clipping
+    and checkpoint options of every training command; the truncated
     BPTT window only where there is a stream to truncate (``bptt``), and the teacher-forcing schedule only
     for models that feed back their own predictions (``sampling``)."""
+    run = p.add_argument_group("the run")
+    run.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     g = p.add_argument_group("training")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     g.add_argument("--weight-decay", type=float, help="AdamW's decoupled decay; an L2 term for the others")
@@ -555,13 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.add_argument("--batch", type=int, help="parallel streams per step")
     tlm.add_argument("--steps", type=int, help="optimizer steps in all")
     tlm.add_argument("--lr", type=float, help="AdamW learning rate")
-    tlm.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     tlm.add_argument("--seed", type=int, help="random seed")
-    tlm.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
-    )
-    tlm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    tlm.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tlm, bptt=True, sampling=True)
     tlm.set_defaults(func=cmd_train_lm)
 
@@ -602,13 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float,
         help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; mlp: 1e-3 constant)",
     )  # fmt: skip
-    tc.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     tc.add_argument("--seed", type=int, help="random seed: initial weights, shuffling, dropout (default 0)")
-    tc.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
-    )
-    tc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    tc.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tc)
     tc.set_defaults(func=cmd_train_classify)
 
@@ -643,7 +639,6 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--batch", type=int, help="pairs per step (default 64)")
     ts.add_argument("--steps", type=int, help="optimizer steps in all")
     ts.add_argument("--lr", type=float, help="AdamW learning rate")
-    ts.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     ts.add_argument("--seed", type=int, help="random seed: the pairs drawn, the weights, the shuffling")
     ts.add_argument("--train-pairs", type=int, help="training pairs to draw (numbers 40000, addition 45000)")
     ts.add_argument(
@@ -654,11 +649,6 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--valid-pairs", type=int, help="validation pairs, scored during training (1000)")
     ts.add_argument("--test-pairs", type=int, help="held-out test pairs (numbers 2000, addition 4000)")
     ts.add_argument("--beam", type=int, default=1, help="test-set beam width (default 1)")
-    ts.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
-    )
-    ts.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    ts.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(ts, sampling=True)
     ts.set_defaults(func=cmd_train_seq2seq)
 
@@ -689,11 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     ttag.add_argument("--batch", type=int, help="windows per step")
     ttag.add_argument("--steps", type=int, help="optimizer steps in all (default 3000)")
     ttag.add_argument("--lr", type=float, help="learning rate")
-    ttag.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     ttag.add_argument("--seed", type=int, help="random seed")
-    ttag.add_argument("--resume", action="store_true", help="continue the run in --out")
-    ttag.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    ttag.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(ttag)
     ttag.set_defaults(func=cmd_train_tag)
 
@@ -705,11 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsp.add_argument("--batch", type=int, help="images per step")
     tsp.add_argument("--steps", type=int, help="optimizer steps in all (default 1000)")
     tsp.add_argument("--lr", type=float, help="learning rate")
-    tsp.add_argument("--minutes", type=float, help="wall-time budget: stop (and save) after this long")
     tsp.add_argument("--seed", type=int, help="random seed")
-    tsp.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tsp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    tsp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tsp, sampling=True)
     tsp.set_defaults(func=cmd_train_spell)
 
@@ -722,11 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--batch", type=int, help="sequences per step (default 64)")
     tt.add_argument("--steps", type=int, help="optimizer steps (default 2000)")
     tt.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    tt.add_argument("--minutes", type=float, help="wall-time budget")
     tt.add_argument("--seed", type=int, help="random seed")
-    tt.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    tt.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_training_options(tt)
     tt.set_defaults(func=cmd_train_task)
 
