@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .diagnostics.commands import _task_input
+from .data.tasks import make_batch
 from .diagnostics.core import gradient_flow
 from .errors import InputError
 from .models.sequence_model import TASK_SHAPES, TaskModel
@@ -42,14 +42,14 @@ class SyntheticTask:
         if task not in TASK_SHAPES:
             raise InputError(f"task must be one of {', '.join(TASK_SHAPES)}; got {task!r}")
         self.task, self.length, self.batch_size, self.seed = task, length, batch_size, seed
-        self.test = _task_input(task, test_size, length, TEST_SEED + seed)
+        self.test = make_batch(task, test_size, length, TEST_SEED + seed)
         self.step = 0
 
     def shard(self, rank: int, world: int) -> None:
         raise InputError("rnnkit train task runs in one process")
 
     def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
-        x, y = _task_input(self.task, self.batch_size, self.length, self.seed * 1_000_003 + self.step)
+        x, y = make_batch(self.task, self.batch_size, self.length, self.seed * 1_000_003 + self.step)
         self.step += 1
         return model.loss(model(x), y), {}
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import check_int
+from ..errors import InputError, check_int
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -105,4 +105,14 @@ def sine_baseline_mse(x: Tensor, y: Tensor) -> float:
     return float(((y - x) ** 2).mean())
 
 
-TASKS = ("adding", "copy", "binary_addition", "parity", "sine")
+GENERATORS = {"adding": adding_problem, "copy": copy_memory, "binary_addition": binary_addition,
+              "parity": parity, "sine": sine_waves}  # fmt: skip
+TASKS = tuple(GENERATORS)
+
+
+def make_batch(task: str, n: int, length: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` examples of ``task`` (one of :data:`TASKS`) with sequences of ``length`` (copy: the delay),
+    drawn from a generator seeded with ``seed``."""
+    if task not in GENERATORS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    return GENERATORS[task](n, length, torch.Generator().manual_seed(seed))

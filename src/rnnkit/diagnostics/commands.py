@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..data.tasks import make_batch
 from ..errors import InputError
 from . import core, plots
 
@@ -23,21 +24,6 @@ TEXT = (
     "Arise, fair sun, and kill the envious moon,\nWho is already sick and pale with grief,\n"
     "That thou her maid art far more fair than she:\n"
 )
-
-
-def _task_input(task: str, batch: int, length: int, seed: int) -> tuple[Any, Any]:
-    from ..data import tasks
-
-    g = torch.Generator().manual_seed(seed)
-    if task == "adding":
-        return tasks.adding_problem(batch, length, g)
-    if task == "copy":
-        return tasks.copy_memory(batch, length, g)
-    if task == "binary_addition":
-        return tasks.binary_addition(batch, length, g)
-    if task == "parity":
-        return tasks.parity(batch, length, g)
-    return tasks.sine_waves(batch, length, g)
 
 
 def _subject(run_dir: str | None, task: str | None, cell: str, hidden: int, length: int, batch: int,
@@ -64,7 +50,7 @@ def _subject(run_dir: str | None, task: str | None, cell: str, hidden: int, leng
 
     torch.manual_seed(seed)
     model = TaskModel(task, cell, hidden)
-    x, y = _task_input(task, batch, length, seed)
+    x, y = make_batch(task, batch, length, seed)
     model.eval()
     features = model.features(x).detach()
     return {"layer": model.rnn, "x": features, "loss": lambda out: model.loss(model.head(out), y),
