@@ -404,3 +404,42 @@ def test_killed_during_a_checkpoint_write_resumes_exactly(tmp_path, straight_run
              progress=False)  # fmt: skip
     assert_same_weights(resumed, straight_run)
     assert [r["step"] for r in train_lines(run_dir)] == list(range(1, 25))
+
+
+# -- gradient accumulation with truncated BPTT -----------------------------------------------------------
+
+
+def make_plain_model(cell: str = "lstm") -> LanguageModel:
+    torch.manual_seed(0)  # no dropout: the micro-batches must draw nothing the whole batch would not
+    return LanguageModel(LMConfig(TOKENIZER.vocab_size, cell, hidden=16, layers=2))
+
+
+@pytest.mark.parametrize("cell, k2", [("lstm", None), ("gru", 5)])
+def test_accumulated_micro_batches_equal_the_large_batch_step(tmp_path, cell, k2):
+    whole, parts = make_plain_model(cell), make_plain_model(cell)
+    kw = dict(batch_size=8, seq_len=8, bptt_window=k2, eval_every=4, checkpoint_every=100)
+    train_lm(whole, TRAIN_IDS, VALID_IDS, config(6, **kw), tmp_path / "whole", progress=False)
+    train_lm(parts, TRAIN_IDS, VALID_IDS, config(6, accumulate=4, **kw), tmp_path / "parts", progress=False)
+    # six optimizer steps, each from 4 micro-batches of 2 streams with their own carried state, land
+    # where six steps on all 8 streams at once land (to float rounding)
+    for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    for a, b in zip(train_lines(tmp_path / "whole"), train_lines(tmp_path / "parts"), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["tokens_per_s"] > 0 and a["step"] == b["step"]
+    # the whole batch carries its state from chunk to chunk, so equal weights after six steps also say
+    # that each micro-batch carried its own share of it
+
+
+def test_accumulate_must_split_the_batch_evenly_and_needs_a_splitting_task(tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size \(8\) must be divisible by accumulate \(3\)"):
+        config(2, batch_size=8, accumulate=3)
+    from rnnkit.training.trainer import fit
+
+    class Whole:  # a task without micro-batches
+        def train_step(self, model, teacher_forcing):
+            raise AssertionError("not reached")
+
+    with pytest.raises(Exception, match="does not split its batch into micro-batches"):
+        fit(make_plain_model(), Whole(), config(2, batch_size=8, accumulate=2), tmp_path / "r", progress=False)

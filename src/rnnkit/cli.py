@@ -457,8 +457,8 @@ TRAINING_OPTIONS = {
     "schedule": "schedule", "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio",
     "step_size": "step_size", "gamma": "gamma", "plateau_patience": "plateau_patience",
     "patience": "patience", "clip_norm": "clip_norm", "clip_value": "clip_value",
-    "bptt_window": "bptt_window", "teacher_forcing": "teacher_forcing", "tf_k": "tf_k", "tf_c": "tf_c",
-    "tf_floor": "tf_floor", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+    "bptt_window": "bptt_window", "accumulate": "accumulate", "teacher_forcing": "teacher_forcing",
+    "tf_k": "tf_k", "tf_c": "tf_c", "tf_floor": "tf_floor", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
     "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
 }  # fmt: skip
 
@@ -510,6 +510,10 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
         g.add_argument(
             "--bptt-window", type=int, help="k2 <= seq-len: backpropagate through the last k2 steps"
         )
+        g.add_argument(
+            "--accumulate", type=int,
+            help="run each step's batch as N micro-batches of batch/N streams (same step, less memory)",
+        )  # fmt: skip
     if sampling:
         g.add_argument(
             "--teacher-forcing", choices=TEACHER_FORCING, help="scheduled sampling (default always)"

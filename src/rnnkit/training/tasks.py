@@ -86,6 +86,7 @@ class LMTask:
         self.device = torch.device(device)
         self.columns = slice(None)  # this rank's streams
         self.state: State | None = None  # carried from chunk to chunk
+        self._parts: list[State] = []  # the micro-batches' new states, until the last one has run
 
     def shard(self, rank: int, world: int) -> None:
         B = self.train.batch_size
@@ -103,9 +104,22 @@ class LMTask:
         self.train.position += 1
         return x[:, self.columns].to(self.device), y[:, self.columns].to(self.device)
 
-    def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
-        x, y = self._next_chunk()  # (T, b)
-        state = self.state
+    micro_batches = True  # train_step takes part=(i, n): gradient accumulation over shares of the streams
+
+    def train_step(
+        self, model: nn.Module, teacher_forcing: float, part: tuple[int, int] = (0, 1)
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The next chunk's loss; with ``part=(i, n)``, of the i-th of n equal shares of the streams
+        (part 0 takes the next chunk, the others reuse it; each share carries its own state)."""
+        i, n = part
+        if i == 0:
+            self._chunk, self._carried, self._parts = self._next_chunk(), self.state, []
+        x, y = self._chunk  # (T, b)
+        if x.shape[1] % n:
+            raise InputError(f"{x.shape[1]} streams per process do not split into {n} equal micro-batches")
+        share = slice(i * x.shape[1] // n, (i + 1) * x.shape[1] // n)
+        x, y = x[:, share], y[:, share]
+        state = None if self._carried is None else map_state(lambda s: s[:, share], self._carried)
         k2 = self.bptt_window
         if k2 is not None and k2 < x.shape[0]:
             with torch.no_grad():  # advance the state through the first k1 - k2 steps, no graph
@@ -115,7 +129,9 @@ class LMTask:
             logits, state = model(x, state, teacher_forcing=teacher_forcing)  # (T, b, V)
         else:
             logits, state = model(x, state)
-        self.state = state
+        self._parts.append(state)
+        if i == n - 1:  # every share has run: the carried state, streams in order
+            self.state = state if n == 1 else map_state(lambda *s: torch.cat(s, 1), *self._parts)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == y).float().mean().item()
@@ -125,11 +141,12 @@ class LMTask:
         # Truncated BPTT: the next chunk starts from this state's values, but its graph is cut here.
         # Without detach the next backward would run back through every chunk since the start
         # (memory and time growing without bound), and through a graph already freed by backward.
-        if self.state is not None:
-            self.state = map_state(lambda s: s.detach(), self.state)
+        detach = lambda state: None if state is None else map_state(lambda s: s.detach(), state)  # noqa: E731
+        self.state = detach(self.state)
+        self._parts = [detach(s) for s in self._parts]
 
     def reset(self) -> None:
-        self.state = None
+        self.state, self._parts = None, []
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         total, correct, count = evaluate_stream(model, self.valid, self.columns)

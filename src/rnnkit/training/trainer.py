@@ -24,6 +24,7 @@ on its share of the batch and rank 0 writes everything; resume with the same num
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -65,6 +66,9 @@ class TrainConfig:
         seq_len: k1 = tau, tokens per stream and step; the truncated BPTT window.
         bptt_window: k2 <= k1: gradients flow back through only the last k2 steps of each chunk
             (Williams & Peng 1990); None = k1.
+        accumulate: gradient accumulation: each optimizer step runs the batch as this many micro-batches,
+            one after another (each of B / accumulate streams, carrying its own share of the state), and
+            sums their gradients; the same step as the whole batch at once, in a fraction of the memory.
         optimizer: "adamw" (default), "adam", "sgd" or "rmsprop".
         lr, weight_decay: the optimizer's (AdamW: decoupled; the others: an L2 term).
         momentum: SGD's and RMSprop's.
@@ -94,6 +98,7 @@ class TrainConfig:
     batch_size: int = 32
     seq_len: int = 64
     bptt_window: int | None = None
+    accumulate: int = 1
     optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -122,13 +127,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
-                     "log_every", "step_size", "plateau_patience", "max_bad_steps"):  # fmt: skip
+                     "log_every", "step_size", "plateau_patience", "max_bad_steps", "accumulate"):  # fmt: skip
             check_int(name, getattr(self, name))
         for name in ("bptt_window", "patience"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
         check_int("warmup_steps", self.warmup_steps, minimum=0)
+        if self.batch_size % self.accumulate:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by accumulate ({self.accumulate}): "
+                "the micro-batches are equal shares of the batch"
+            )
         if self.bptt_window is not None and self.bptt_window > self.seq_len:
             raise ValueError(
                 f"bptt_window (k2) must be <= seq_len (k1) = {self.seq_len}, got {self.bptt_window}"
@@ -288,17 +298,15 @@ def _fit(
             t0 = time.perf_counter()
             model.train()
             ratio = config.teacher_forcing_at(step)
-            loss, extra = task.train_step(net, ratio)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            task.after_backward()
+            loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
             # clip by global norm: g <- min(1, theta / ||g||) g. It returns the norm BEFORE clipping,
             # the number worth watching (spikes mean exploding gradients). With clipping off, theta = inf
             # gives the norm and multiplies by 1.0 (exact). Gradients are already averaged over ranks.
             theta = config.clip_norm if config.clip_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, theta))
             items = extra.pop("items", 0.0)
-            sums = distributed.all_reduce_sum([loss.item(), *extra.values(), items], device)
+            sums = distributed.all_reduce_sum([loss, *extra.values(), items], device)
             train_loss = sums[0] / world
             extra = {k: v / world for k, v in zip(extra, sums[1:-1], strict=True)}
             items = sums[-1]
@@ -398,6 +406,34 @@ def _fit(
         "elapsed_s": elapsed,
         "run_dir": str(run_dir),
     }
+
+
+def _accumulate(net: nn.Module, task: Task, ratio: float, parts: int, world: int) -> tuple[float, dict]:
+    """Forward and backward of one step's batch in ``parts`` micro-batches; the gradients add up to the
+    whole batch's (each part's mean loss is weighted 1 / parts: the parts are equal shares). Returns the
+    batch's mean loss and the parts' mean logged numbers (``items`` summed)."""
+    if parts == 1:
+        loss, extra = task.train_step(net, ratio)
+        loss.backward()
+        task.after_backward()
+        return loss.item(), extra
+    if not getattr(task, "micro_batches", False):
+        raise InputError(
+            f"accumulate={parts}: {type(task).__name__} does not split its batch into micro-batches "
+            "(the language-model task does); use accumulate=1"
+        )
+    total, sums = 0.0, {}
+    for part in range(parts):
+        # under DDP only the last part's backward all-reduces: the gradients are summed locally first
+        quiet = net.no_sync() if world > 1 and part < parts - 1 else contextlib.nullcontext()
+        with quiet:
+            loss, extra = task.train_step(net, ratio, part=(part, parts))
+            (loss / parts).backward()
+        task.after_backward()
+        total += loss.item() / parts
+        for k, v in extra.items():
+            sums[k] = sums.get(k, 0.0) + (v if k == "items" else v / parts)
+    return total, sums
 
 
 def _past(deadline: float, device: torch.device) -> bool:
