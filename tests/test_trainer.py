@@ -442,4 +442,31 @@ def test_accumulate_must_split_the_batch_evenly_and_needs_a_splitting_task(tmp_p
             raise AssertionError("not reached")
 
     with pytest.raises(Exception, match="does not split its batch into micro-batches"):
-        fit(make_plain_model(), Whole(), config(2, batch_size=8, accumulate=2), tmp_path / "r", progress=False)
+        bad = config(2, batch_size=8, accumulate=2)
+        fit(make_plain_model(), Whole(), bad, tmp_path / "r", progress=False)
+
+
+# -- free-running validation -----------------------------------------------------------------------------
+
+
+def test_free_run_reads_the_models_own_greedy_predictions():
+    from rnnkit.training.tasks import free_run
+
+    model = make_model().eval()
+    tokens = IDS[:12].view(12, 1).repeat(1, 3)  # (T, B)
+    state = model(IDS[20:30].view(10, 1).repeat(1, 3))[1]  # a context read from the true text
+    logits = free_run(model, tokens, state)
+    # the same as one teacher-forced pass over the sequence the model wrote itself
+    own = torch.cat([tokens[:1], logits[:-1].argmax(-1)])
+    with torch.no_grad():
+        again, _ = model(own, state)
+    torch.testing.assert_close(logits, again, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(own, tokens)  # it did not read the truth after step 0
+
+
+def test_validation_reports_free_running_next_to_teacher_forced(tmp_path):
+    train_lm(make_model(), TRAIN_IDS, VALID_IDS, config(10), tmp_path, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in lines if "valid_loss" in r]
+    assert valid and all(0 < r["valid_loss"] < r["valid_free_loss"] for r in valid)
+    assert all(0 <= r["valid_free_accuracy"] <= r["valid_accuracy"] + 0.2 for r in valid)

@@ -458,8 +458,8 @@ TRAINING_OPTIONS = {
     "step_size": "step_size", "gamma": "gamma", "plateau_patience": "plateau_patience",
     "patience": "patience", "clip_norm": "clip_norm", "clip_value": "clip_value",
     "bptt_window": "bptt_window", "accumulate": "accumulate", "teacher_forcing": "teacher_forcing",
-    "tf_k": "tf_k", "tf_c": "tf_c", "tf_floor": "tf_floor", "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
-    "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
+    "tf_k": "tf_k", "tf_c": "tf_c", "tf_floor": "tf_floor", "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every", "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
 }  # fmt: skip
 
 

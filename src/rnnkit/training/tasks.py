@@ -60,11 +60,18 @@ class LMTask:
     back at most k2 steps. At the end of the corpus a new epoch starts from the beginning with a zero
     state.
 
+    Validation reports the teacher-forced numbers (every chunk read from the true text) and, over the
+    first ``free_chunks`` chunks, the free-running ones: from the state the true text before the chunk
+    left, the model reads the chunk's first token and then its own greedy predictions, and is scored on
+    the true tokens (``free_loss``, ``free_accuracy``). The gap between the two is the exposure bias
+    scheduled sampling addresses.
+
     Arguments:
         train_ids, valid_ids: (N,) int64 token ids.
         batch_size: B streams (the global batch; each of W ranks takes B / W of them).
         seq_len: k1, tokens per step and stream.
         bptt_window: k2 <= k1, or None for k1.
+        free_chunks: validation chunks also run free (0: none).
     """
 
     def __init__(
@@ -75,7 +82,9 @@ class LMTask:
         seq_len: int,
         bptt_window: int | None = None,
         device: torch.device | str = "cpu",
+        free_chunks: int = 4,
     ) -> None:
+        self.free_chunks = check_int("free_chunks", free_chunks, minimum=0)
         self.train = TBPTTStream(train_ids, batch_size, seq_len)
         self.valid = TBPTTStream(valid_ids, batch_size, seq_len)
         if bptt_window is not None:
@@ -149,15 +158,20 @@ class LMTask:
         self.state, self._parts = None, []
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        total, correct, count = evaluate_stream(model, self.valid, self.columns)
-        total, correct, count = distributed.all_reduce_sum([total, correct, count], self.device)
+        sums = evaluate_stream(model, self.valid, self.columns, self.free_chunks)
+        total, correct, count, free_total, free_correct, free_count = distributed.all_reduce_sum(
+            list(sums), self.device
+        )
         loss = total / count
-        return {
+        scores = {
             "loss": loss,
             "bpc": loss / LN2,
             "perplexity": math.exp(min(loss, 700.0)),
             "accuracy": correct / count,
         }
+        if free_count:
+            scores.update(free_loss=free_total / free_count, free_accuracy=free_correct / free_count)
+        return scores
 
     def state_dict(self) -> dict[str, Any]:
         # every rank's streams joined in order, so the checkpoint is the same as one process would write
@@ -185,26 +199,45 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def evaluate_stream(
-    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None)
-) -> tuple[float, float, float]:
+    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None), free_chunks: int = 0
+) -> tuple[float, float, float, float, float, float]:
     """Summed cross-entropy (nats), correct argmax predictions and token count over every chunk of
-    ``stream`` (its ``columns``), state carried across chunks. Uses no randomness (eval mode), so
-    running it does not change what training draws next."""
+    ``stream`` (its ``columns``), state carried across chunks; then the same three free-running (see
+    :func:`free_run`) over the first ``free_chunks`` chunks, each from the state the true text left.
+    Uses no randomness (eval mode, greedy), so running it does not change what training draws next."""
     with evaluating(model):
         device = next(model.parameters()).device
-        total, correct, count, state = 0.0, 0.0, 0, None
+        sums, state = [0.0] * 6, None
         for k in range(len(stream)):
             x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
+            if k < free_chunks:
+                _add_scores(sums, 3, free_run(model, x, state), y)
             logits, state = model(x, state)  # (T, b, V)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
-            count += y.numel()
-    return total, correct, float(count)
+            _add_scores(sums, 0, logits, y)
+    return tuple(sums)  # type: ignore[return-value]
+
+
+def _add_scores(sums: list[float], at: int, logits: Tensor, y: Tensor) -> None:
+    sums[at] += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+    sums[at + 1] += (logits.argmax(-1) == y).sum().item()
+    sums[at + 2] += y.numel()
+
+
+@torch.no_grad()
+def free_run(model: nn.Module, tokens: Tensor, state: State | None) -> Tensor:
+    """The model fed its own predictions: step 0 reads ``tokens[0]`` (T, B), every later step the argmax
+    of the step before. Returns the logits (T, B, V), to be scored against the true next tokens."""
+    steps, inputs = [], tokens[:1]  # (1, B)
+    for _ in range(tokens.shape[0]):
+        logits, state = model(inputs, state)  # (1, B, V)
+        steps.append(logits)
+        inputs = logits.argmax(-1)
+    return torch.cat(steps)
 
 
 def evaluate(model: nn.Module, stream: TBPTTStream) -> float:
     """Mean cross-entropy (nats per token) over every chunk of ``stream``, state carried across chunks."""
-    total, _, count = evaluate_stream(model, stream)
+    total, _, count, *_ = evaluate_stream(model, stream)
     return total / count
 
 

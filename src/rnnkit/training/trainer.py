@@ -127,7 +127,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
-                     "log_every", "step_size", "plateau_patience", "max_bad_steps", "accumulate"):  # fmt: skip
+                     "log_every", "step_size", "plateau_patience", "max_bad_steps",
+                     "accumulate"):  # fmt: skip
             check_int(name, getattr(self, name))
         for name in ("bptt_window", "patience"):
             if getattr(self, name) is not None:
