@@ -230,3 +230,48 @@ def test_synthetic_training_resumes_exactly(tmp_path):
     train_synthetic("parity", tmp_path / "b", train_options={**options, "steps": 6}, **shape)
     resumed = train_synthetic("parity", tmp_path / "b", train_options=options, resume=True, **shape)
     assert resumed["test"] == straight["test"] and resumed["steps"] == 12
+
+
+# -- teacher forcing and free running on an autoregressive task -----------------------------------------
+
+
+def test_feed_back_reads_the_truth_or_its_own_predictions():
+    torch.manual_seed(0)
+    model = TaskModel("sine", "gru", 8)
+    x, _ = tasks.sine_waves(3, 12, seed=1)  # (T, B, 1)
+    truth = torch.ones(12, 3, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(model.feed_back(x, truth), model(x), rtol=1e-5, atol=1e-6)
+        truth[4:] = False  # free-running after 4 true values
+        free = model.feed_back(x, truth)
+        own = torch.cat([x[:4], free[3:-1]])  # what it read: 4 true values, then its own predictions
+        torch.testing.assert_close(free, model(own), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(free, model(x))
+
+
+def test_scheduled_sampling_feeds_predictions_with_the_right_probability():
+    torch.manual_seed(0)
+    model = TaskModel("sine", "lstm", 8)
+    x, _ = tasks.sine_waves(400, 6, seed=2)
+    seen = []
+    model.rnn.register_forward_pre_hook(lambda m, args: seen.append(args[0][0]))
+    model(x, teacher_forcing=0.7)
+    read_truth = torch.stack([torch.isclose(s, x[t]).all(-1) for t, s in enumerate(seen)])  # (T, B)
+    assert read_truth[0].all()
+    assert read_truth[1:].float().mean().item() == pytest.approx(0.7, abs=0.04)
+    with pytest.raises(InputError, match="parity task's inputs are not the model's predictions"):
+        TaskModel("parity", "lstm", 8)(tasks.parity(2, 5, seed=0)[0], teacher_forcing=0.5)
+
+
+def test_sine_validation_reports_the_free_running_mse(tmp_path):
+    from rnnkit.synthetic import train_synthetic
+
+    options = {"steps": 30, "batch_size": 16, "lr": 1e-2, "eval_every": 30, "plots": False,
+               "teacher_forcing": "linear"}  # fmt: skip
+    report = train_synthetic("sine", tmp_path / "r", cell="gru", hidden=16, length=30,
+                             train_options=options, progress=False)  # fmt: skip
+    assert 0 < report["test"]["loss"] < report["test"]["free_mse"]
+    lines = [json.loads(s) for s in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["teacher_forcing"] for r in lines if "teacher_forcing" in r][-1] < 0.1
+    with pytest.raises(InputError, match="needs a task whose next input is its target"):
+        train_synthetic("adding", tmp_path / "s", train_options=options, progress=False)

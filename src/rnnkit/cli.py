@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--steps", type=int, help="optimizer steps (default 2000)")
     tt.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     tt.add_argument("--seed", type=int, help="random seed")
-    add_training_options(tt)
+    add_training_options(tt, sampling=True)
     tt.set_defaults(func=cmd_train_task)
 
     tag = sub.add_parser("tag", help="restore the letter case of a text with a trained tagger")

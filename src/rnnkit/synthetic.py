@@ -51,7 +51,7 @@ class SyntheticTask:
     def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
         x, y = make_batch(self.task, self.batch_size, self.length, self.seed * 1_000_003 + self.step)
         self.step += 1
-        return model.loss(model(x), y), {}
+        return model.loss(model(x, teacher_forcing), y), {}
 
     def after_backward(self) -> None:
         pass
@@ -67,6 +67,8 @@ class SyntheticTask:
         scores = {"loss": float(model.loss(prediction, y))}
         if model.loss_kind == "ce":
             scores["accuracy"] = float((prediction.argmax(-1) == y).float().mean())
+        if model.autoregressive:
+            scores["free_mse"] = free_running_mse(model, x, y).mean().item()
         return scores
 
     def state_dict(self) -> dict[str, Any]:
@@ -74,6 +76,20 @@ class SyntheticTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = state["step"]
+
+
+@torch.no_grad()
+def free_running_mse(model: TaskModel, x: Tensor, y: Tensor, prime: float = 0.2) -> Tensor:
+    """Squared error per generated step (T - P + 1,), averaged over the batch: the model reads the first
+    P = ``prime`` * T true values, then only its own predictions (generation; the first generated value
+    is predicted from the true values alone). Compare it with the teacher-forced MSE, where every step
+    reads the truth: the gap is the distribution shift."""
+    P = max(1, int(prime * x.shape[0]))
+    truth = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    truth[:P] = True
+    with evaluating(model):
+        prediction = model.feed_back(x, truth)  # (T, B, 1)
+    return ((prediction[P - 1 :] - y[P - 1 :]) ** 2).mean((1, 2))
 
 
 def flow(model: TaskModel, x: Tensor, y: Tensor) -> dict[str, Any]:
@@ -92,6 +108,11 @@ def train_synthetic(task: str, out: str | os.PathLike[str], *, cell: str = "lstm
     config = TrainConfig(**options)
     torch.manual_seed(config.seed)
     model = TaskModel(task, cell, hidden)
+    if config.teacher_forcing != "always" and not model.autoregressive:
+        raise InputError(
+            f"teacher_forcing={config.teacher_forcing!r} needs a task whose next input is its target "
+            f"(sine); {task}'s inputs are not the model's predictions"
+        )
     data = SyntheticTask(task, length, config.batch_size, config.seed)
     x, y = data.test
     before = flow(model, x, y)

@@ -65,9 +65,40 @@ class TaskModel(nn.Module):
         """Recurrent outputs (T, B, H) -> predictions: (T, B, O) every step, or (B, O) at the last."""
         return self.readout(y if self.every_step else y[-1])
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def autoregressive(self) -> bool:
+        """Whether the input at step t + 1 is the target at step t (sine: next-value prediction), so the
+        model can be fed its own predictions (scheduled sampling, free-running generation)."""
+        return self.task == "sine"
+
+    def forward(self, x: Tensor, teacher_forcing: float = 1.0) -> Tensor:
+        """Predictions for inputs ``x`` (T, B, F) or tokens (T, B). Below ``teacher_forcing`` 1
+        (autoregressive tasks only; scheduled sampling, Bengio et al. 2015), each sequence reads at step
+        t >= 1 its own prediction of step t - 1 instead of ``x[t]`` with probability 1 - teacher_forcing
+        (not differentiated through, as in the paper)."""
+        if teacher_forcing < 1.0:
+            if not self.autoregressive:
+                raise InputError(
+                    f"teacher forcing below 1 needs a task whose next input is its target (sine); the "
+                    f"{self.task} task's inputs are not the model's predictions"
+                )
+            truth = torch.rand(x.shape[:2], device=x.device) < teacher_forcing  # (T, B)
+            return self.feed_back(x, truth)
         y, _ = self.rnn(self.features(x))
         return self.head(y)
+
+    def feed_back(self, x: Tensor, truth: Tensor) -> Tensor:
+        """Run step by step, reading ``x[t]`` where ``truth[t]`` (T, B) is True (always at t = 0) and the
+        previous step's prediction elsewhere. ``truth[:P] = True`` and False after is free-running
+        generation primed with P true values. Returns predictions (T, B, O)."""
+        predictions, state = [], None
+        for t in range(x.shape[0]):
+            inputs = x[t]
+            if t > 0:
+                inputs = torch.where(truth[t, :, None], x[t], predictions[-1].detach())
+            y, state = self.rnn(inputs[None], state)  # (1, B, H)
+            predictions.append(self.readout(y[0]))
+        return torch.stack(predictions)
 
     def loss(self, prediction: Tensor, y: Tensor) -> Tensor:
         if self.loss_kind == "mse":
