@@ -115,6 +115,6 @@ class LanguageModel(nn.Module):
                     own = torch.multinomial(torch.softmax(steps[-1][0], -1), 1).squeeze(1)  # (B,)
                     truth = torch.rand(tokens.shape[1], device=tokens.device) < ratio  # (B,)
                     inputs = torch.where(truth, tokens[t], own)
-            y, state = self.rnn(self.embedding(inputs)[None], state)  # (1, B, H)
-            steps.append(self.readout(self.dropout(y)))  # (1, B, V)
+            y, state = self.rnn.step(self.embedding(inputs), state)  # (B, H)
+            steps.append(self.readout(self.dropout(y))[None])  # (1, B, V)
         return torch.cat(steps), state  # (T, B, V)
