@@ -268,3 +268,33 @@ def test_japanese_vowels_default_reaches_98_5_percent(tmp_path):
         accuracies.append(report["test_accuracy"])
         assert report["elapsed_s"] < 120
     assert sum(accuracies) / 5 >= 0.985, accuracies
+
+
+def test_diagnose_pca_of_a_classifier_run_coloured_by_class(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "classify", "--train", str(TRAIN), "--out", str(out), "--hidden", "8", "--steps", "5",
+            "--no-progress", "--no-plots", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    png = tmp_path / "pca.png"
+    assert main(["diagnose", "pca", "--run", str(out), "--data", str(TEST), "--out", str(png), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["series"] == 370 and report["drawn"] == 9 * 8 and len(report["classes"]) == 9
+    assert 0 < sum(report["explained_variance"]) <= 1 and png.stat().st_size > 10_000
+    assert main(["diagnose", "gates", "--run", str(out)]) == 2
+    assert "supports `diagnose pca`" in capsys.readouterr().err
+
+
+def test_pca_fitted_over_the_masked_steps_only():
+    from rnnkit.diagnostics import pca
+
+    torch.manual_seed(0)
+    states = torch.randn(6, 3, 5)
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    mask[4:, 1] = False  # padding
+    states[4:, 1] = 100.0  # would dominate the components if it were fitted
+    proj, explained = pca(states, mask=mask)
+    kept = states[mask]  # (16, 5)
+    alone, explained_alone = pca(kept[:, None])
+    torch.testing.assert_close(proj[mask].abs(), alone[:, 0].abs(), rtol=1e-4, atol=1e-5)  # up to sign
+    torch.testing.assert_close(explained, explained_alone)

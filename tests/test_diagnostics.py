@@ -276,3 +276,11 @@ def test_sine_validation_reports_the_free_running_mse(tmp_path):
     assert [r["teacher_forcing"] for r in lines if "teacher_forcing" in r][-1] < 0.1
     with pytest.raises(InputError, match="needs a task whose next input is its target"):
         train_synthetic("adding", tmp_path / "s", train_options=options, progress=False)
+
+
+def test_delayed_recall_stream_by_hand():
+    ids = tasks.delayed_recall(3, 4, seed=0, symbols=8, fillers=4).view(3, 6)
+    cue = tasks.recall_cue(8, 4)
+    assert cue == 12
+    assert (ids[:, 4] == cue).all() and torch.equal(ids[:, 0], ids[:, 5])
+    assert ((ids[:, 0] >= 4) & (ids[:, 0] < 12)).all() and (ids[:, 1:4] < 4).all()

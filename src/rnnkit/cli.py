@@ -193,7 +193,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     out = args.out or f"{args.kind}.png"
     report = diagnose(args.kind, out, run_dir=args.run, task=args.task, cell=args.cell, hidden=args.hidden,
                       length=args.length, batch=args.batch, seed=args.seed, layer=args.layer, units=units,
-                      text=text)  # fmt: skip
+                      text=text, data=args.data)  # fmt: skip
     if args.json:
         print(json.dumps(report))
     else:
@@ -721,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dg = sub.add_parser("diagnose", help="look inside an RNN: gradient flow, Jacobians, gates, PCA, units")
     dg.add_argument("kind", choices=["gradients", "jacobian", "gates", "pca", "units"])
-    dg.add_argument("--run", help="a language-model run directory")
+    dg.add_argument("--run", help="a language-model run directory, or a classifier's (pca by class)")
+    dg.add_argument("--data", help="with a classifier's --run: the .ts series (default its training set)")
     dg.add_argument("--task", choices=["adding", "copy", "binary_addition", "parity", "sine"],
                     help="a fresh model on a synthetic task instead of a run")  # fmt: skip
     dg.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn", "irnn"], help="with --task")

@@ -105,6 +105,28 @@ def sine_baseline_mse(x: Tensor, y: Tensor) -> float:
     return float(((y - x) ** 2).mean())
 
 
+def delayed_recall(n: int, delay: int, seed: int | torch.Generator | None = None, symbols: int = 8,
+                   fillers: int = 4) -> Tensor:  # fmt: skip
+    """A token stream for truncated BPTT whose only predictable tokens depend on one ``delay + 1`` steps
+    back: ``n`` segments, each ``[s, f_1 .. f_{delay-1}, ?, s]``: a symbol ``s`` (ids ``fillers`` ..
+    ``fillers + symbols - 1``), ``delay - 1`` random fillers (ids 0 .. ``fillers - 1``), the cue ``?`` (id
+    ``fillers + symbols``, see :func:`recall_cue`) and ``s`` again. Returns ids (n * (delay + 2),) int64.
+    A language model predicts the token after each cue right only if it kept ``s`` in its state for
+    ``delay`` steps; without it, it guesses: accuracy ``1 / symbols``, cross-entropy ``ln(symbols)``."""
+    check_int("n", n)
+    check_int("delay", delay)
+    g = _generator(seed)
+    s = torch.randint(fillers, fillers + symbols, (n, 1), generator=g)
+    filler = torch.randint(0, fillers, (n, delay - 1), generator=g)
+    cue = torch.full((n, 1), recall_cue(symbols, fillers))
+    return torch.cat([s, filler, cue, s], 1).flatten()
+
+
+def recall_cue(symbols: int = 8, fillers: int = 4) -> int:
+    """The id of :func:`delayed_recall`'s cue; its vocabulary is ``recall_cue() + 1`` ids."""
+    return fillers + symbols
+
+
 GENERATORS = {"adding": adding_problem, "copy": copy_memory, "binary_addition": binary_addition,
               "parity": parity, "sine": sine_waves}  # fmt: skip
 TASKS = tuple(GENERATORS)

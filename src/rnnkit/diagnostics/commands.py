@@ -8,7 +8,9 @@ loss is the task's.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,10 +73,19 @@ def diagnose(
     layer: int = 0,
     units: list[int] | None = None,
     text: str | None = None,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """Compute diagnostic ``kind`` (one of :data:`KINDS`), draw its PNG at ``out`` and return its numbers."""
+    """Compute diagnostic ``kind`` (one of :data:`KINDS`), draw its PNG at ``out`` and return its numbers.
+    A classifier's run (``rnnkit train classify``) supports ``pca``, on the series of ``data``."""
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if run_dir is not None and (Path(run_dir) / "classes.json").is_file():
+        if kind != "pca":
+            raise InputError(
+                f"{run_dir} is a classifier's run: it supports `diagnose pca` (trajectories coloured by "
+                f"class); {kind} works on language-model runs and on --task models"
+            )
+        return classifier_pca(run_dir, out, data=data)
     s = _subject(run_dir, task, cell, hidden, length, batch, seed, text)
     layer_module, x, name = s["layer"], s["x"], s["name"]
     report: dict[str, Any] = {"kind": kind, "subject": name, "plot": str(out)}
@@ -116,3 +127,38 @@ def diagnose(
             report["units"] = chosen
             report["mean_abs_activation"] = acts.abs().mean(0).tolist()
     return report
+
+
+@torch.no_grad()
+def classifier_pca(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], data: str | None = None,
+                   per_class: int = 8) -> dict[str, Any]:  # fmt: skip
+    """The hidden-state trajectories of a trained classifier's top recurrent layer, projected on their
+    first two principal components (fitted over every step of every series in ``data``, padding left
+    out) and coloured by class: up to ``per_class`` series of each class are drawn, each up to its own
+    length. ``data``: a ``.ts`` file or dataset name; default the run's training series."""
+    from ..classify import as_dataset, load_classifier
+    from ..training.tasks import evaluating
+
+    trained = load_classifier(run_dir)
+    model = trained.model
+    if not hasattr(model, "rnn"):
+        raise InputError(f"{run_dir}: an MLP classifier has no hidden states over time")
+    source = data or json.loads((Path(run_dir) / "classes.json").read_text())["train"]
+    dataset = as_dataset(source)
+    if dataset.labels is None:
+        raise InputError(f"{dataset.source}: the series need class labels to colour by class")
+    x, lengths = dataset.padded()  # (N, T, C), (N,)
+    with evaluating(model):
+        y, _ = model.rnn(model.normalizer(x), lengths=lengths)  # (N, T, D)
+    states = y.transpose(0, 1)  # (T, N, D)
+    valid = torch.arange(states.shape[0])[:, None] < lengths[None, :]  # (T, N)
+    proj, explained = core.pca(states, mask=valid)
+    labels = dataset.targets(trained.classes)  # (N,)
+    classes = range(len(trained.classes))
+    picked = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in classes])
+    proj = proj.masked_fill(~valid[..., None], float("nan"))[:, picked]
+    title = f"hidden states by class: {Path(run_dir).name} on {Path(dataset.source).name}"
+    plots.plot_pca(proj, out, explained, labels=labels[picked].tolist(), classes=trained.classes, title=title)
+    return {"kind": "pca", "subject": str(run_dir), "plot": str(out), "data": dataset.source,
+            "explained_variance": explained.tolist(), "series": int(x.shape[0]),
+            "drawn": len(picked), "classes": trained.classes}  # fmt: skip

@@ -179,17 +179,21 @@ def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[st
     return out
 
 
-def pca(states: Tensor, components: int = 2) -> tuple[Tensor, Tensor]:
-    """Project hidden states (T, B, H) on their top principal components (fitted over all T * B).
+def pca(states: Tensor, components: int = 2, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Project hidden states (T, B, H) on their top principal components, fitted over all T * B steps,
+    or over the steps where ``mask`` (T, B) is True (e.g. not padding).
 
     Returns ``(projections (T, B, components), explained variance ratio (components,))``.
     """
     if states.dim() != 3:
         raise InputError(f"states must be (T, B, H), got shape {tuple(states.shape)}")
+    if mask is not None and mask.shape != states.shape[:2]:
+        raise InputError(f"mask must be (T, B) = {tuple(states.shape[:2])}, got {tuple(mask.shape)}")
     flat = states.detach().reshape(-1, states.shape[-1]).double()
-    centred = flat - flat.mean(0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    fitted = flat if mask is None else flat[mask.reshape(-1)]
+    mean = fitted.mean(0)
+    _, s, v = torch.linalg.svd(fitted - mean, full_matrices=False)
     var = s**2
     k = min(components, v.shape[0])
-    proj = (centred @ v[:k].t()).reshape(*states.shape[:2], k)
+    proj = ((flat - mean) @ v[:k].t()).reshape(*states.shape[:2], k)
     return proj.to(states.dtype), (var[:k] / var.sum()).to(states.dtype)

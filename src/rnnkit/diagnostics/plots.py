@@ -87,23 +87,32 @@ def plot_gates(stats: dict[str, dict], path: str | os.PathLike[str], title: str 
 
 
 def plot_pca(proj: Tensor, path: str | os.PathLike[str], explained: Tensor | None = None,
-             labels: Sequence[int] | None = None, title: str = "") -> Path:  # fmt: skip
-    """Trajectories of hidden states in their first two principal components: proj (T, B, 2). Coloured
-    by time step, or by ``labels`` (one per sequence) when given."""
+             labels: Sequence[int] | None = None, title: str = "",
+             classes: Sequence[str] | None = None) -> Path:  # fmt: skip
+    """Trajectories of hidden states in their first two principal components: proj (T, B, 2) (NaN steps
+    are not drawn: padding). Coloured by time step, or by ``labels`` (one per sequence) when given, with
+    ``classes`` naming them in a legend; the dot marks each trajectory's last step."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 6))
     T, B = proj.shape[:2]
     cmap = plt.get_cmap("tab10")
-    for b in range(min(B, 40)):
+    drawn: set[int] = set()
+    for b in range(min(B, 40 if labels is None else 200)):
         xy = proj[:, b].detach().cpu()
         if labels is None:
             ax.plot(xy[:, 0], xy[:, 1], color="gray", alpha=0.3, linewidth=0.7)
             points = ax.scatter(xy[:, 0], xy[:, 1], c=range(T), cmap="viridis", s=8)
         else:
-            ax.plot(xy[:, 0], xy[:, 1], color=cmap(int(labels[b]) % 10), alpha=0.6, linewidth=1)
-            ax.scatter(xy[-1:, 0], xy[-1:, 1], color=cmap(int(labels[b]) % 10), s=25)
+            k = int(labels[b])
+            ax.plot(xy[:, 0], xy[:, 1], color=cmap(k % 10), alpha=0.6, linewidth=1)
+            last = xy[~xy.isnan().any(-1)][-1:]
+            named = classes is not None and k not in drawn
+            ax.scatter(last[:, 0], last[:, 1], color=cmap(k % 10), s=25, label=classes[k] if named else None)
+            drawn.add(k)
     if labels is None:
         fig.colorbar(points, ax=ax, label="time step")
+    elif classes is not None:
+        ax.legend(title="class", fontsize=8)
     pcs = (
         ("PC1", "PC2")
         if explained is None
