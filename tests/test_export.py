@@ -176,6 +176,21 @@ def test_torch_export_takes_cells_onnx_cannot():
             torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
 
 
+def test_scan_runner_equals_the_reference_loop_with_lengths():
+    """impl="scan" (what torch.export traces) computes exactly run_cell: padded lengths, both directions."""
+    torch.manual_seed(5)
+    scan = Recurrent(GRUCell(F, H, reset_after=False), bidirectional=True, impl="scan").double()
+    ref = Recurrent(GRUCell(F, H, reset_after=False), bidirectional=True, impl="reference").double()
+    ref.load_state_dict(scan.state_dict())
+    x, lengths = torch.randn(6, 3, F, dtype=torch.float64), torch.tensor([6, 2, 4])
+    h0 = torch.randn(2, 3, H, dtype=torch.float64)
+    with torch.no_grad():  # eager scan compiles its body; it is meant for tracing
+        y, h = scan(x, h0, lengths=lengths)
+        y_ref, h_ref = ref(x, h0, lengths=lengths)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
+
+
 # -- the command line ----------------------------------------------------------------------------------
 
 
