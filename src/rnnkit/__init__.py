@@ -25,6 +25,7 @@ _EXPORTS = {
     "RNN": "rnnkit.layers",
     "LSTM": "rnnkit.layers",
     "GRU": "rnnkit.layers",
+    "Stateful": "rnnkit.layers",
 }
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LSTMCell",
     "LSTMState",
     "Recurrent",
+    "Stateful",
     "nn",
 ]
 
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from . import nn
     from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
     from .errors import InputError
-    from .layers import GRU, LSTM, RNN, Recurrent
+    from .layers import GRU, LSTM, RNN, Recurrent, Stateful
 
 
 def __getattr__(name: str) -> Any:

@@ -429,6 +429,25 @@ def cmd_ngram(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained language model to ONNX (ONNX Runtime) or torch.export; report the file."""
+    from rnnkit import export
+
+    try:
+        report = export.export_run(args.run_dir, args.out, args.format, which=args.checkpoint)
+    except ModuleNotFoundError as e:  # the [export] extra is not installed
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        inputs = ", ".join(s["name"] for s in report["inputs"])
+        outputs = ", ".join(s["name"] for s in report["outputs"])
+        kind = report["format"] + (f" opset {report['opset']}" if report["opset"] else "")
+        print(f"{report['path']}: {kind}, {report['size']:,} bytes; ({inputs}) -> ({outputs})")
+    return 0
+
+
 def _torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Run this same command in ``nproc`` processes under torchrun (DDP, gloo on CPU)."""
     rest = [a for i, a in enumerate(argv) if not _is_nproc(argv, i)]
@@ -766,6 +785,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object on stdout at the end (text, tokens, stopped) instead of streaming",
     )  # fmt: skip
     sample.set_defaults(func=cmd_sample)
+
+    ex = sub.add_parser("export", help="export a trained language model to ONNX or torch.export")
+    ex.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")
+    ex.add_argument(
+        "--format", choices=["onnx", "torch"], default="onnx",
+        help="onnx (default: ONNX's LSTM/GRU/RNN operators, for ONNX Runtime) or torch (torch.export, .pt2)",
+    )  # fmt: skip
+    ex.add_argument("--out", required=True, help="the file to write (atomically), e.g. model.onnx")
+    ex.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
+    ex.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="score a text with a trained language model")
     ev.add_argument("run_dir", help="a run directory made by `rnnkit train lm`")

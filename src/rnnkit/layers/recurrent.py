@@ -51,7 +51,8 @@ class Recurrent(nn.Module):
         impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
             own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
             Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT), or
-            "reference" (the readable loop over ``cell.step``). See ``kernels/dispatch.py``.
+            "reference" (the readable loop over ``cell.step``), or "scan" (that loop as one traceable
+            operator, for ``torch.export``; see ``rnnkit.export``). See ``kernels/dispatch.py``.
 
     Forward:
         input: (T, B, F), (B, T, F) with batch_first, (T, F) unbatched, or a PackedSequence.
@@ -191,7 +192,7 @@ class Recurrent(nn.Module):
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 
         chosen = plan(cells, self.merge, self.impl, run_cell, x)
-        if T == 1 and lengths is None and self._one_step_is_faster():
+        if self._one_step_is_faster() and T == 1 and lengths is None:
             # one step without a graph (generation): the streaming step on cached pre-packed weights
             # is ~6x faster than a one-step oneDNN call, which re-packs the weights on every call
             y, final = streaming.step(self, x[0], stack_states(states))
