@@ -110,7 +110,7 @@ def test_export_mode_restores_impl_and_training_mode():
     with ex.export_mode(model, "native"):
         assert model.rnn.impl == "native" and not model.training
     assert model.rnn.impl == "auto" and model.training
-    with pytest.raises(RuntimeError), ex.export_mode(model, "scan"):
+    with pytest.raises(RuntimeError), ex.export_mode(model, "traced"):
         raise RuntimeError("boom")
     assert model.rnn.impl == "auto" and model.training
 
@@ -176,10 +176,10 @@ def test_torch_export_takes_cells_onnx_cannot():
             torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
 
 
-def test_scan_runner_equals_the_reference_loop_with_lengths():
-    """impl="scan" (what torch.export traces) computes exactly run_cell: padded lengths, both directions."""
+def test_traced_runner_equals_the_reference_loop_with_lengths():
+    """impl="traced" (what torch.export traces) computes exactly run_cell: padded lengths, both directions."""
     torch.manual_seed(5)
-    scan = Recurrent(GRUCell(F, H, reset_after=False), bidirectional=True, impl="scan").double()
+    scan = Recurrent(GRUCell(F, H, reset_after=False), bidirectional=True, impl="traced").double()
     ref = Recurrent(GRUCell(F, H, reset_after=False), bidirectional=True, impl="reference").double()
     ref.load_state_dict(scan.state_dict())
     x, lengths = torch.randn(6, 3, F, dtype=torch.float64), torch.tensor([6, 2, 4])

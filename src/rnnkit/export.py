@@ -23,7 +23,7 @@ paths -- fused kernels, the cached one-step path -- are Python that no tracer fo
 - ONNX: ``impl="native"``, torch's own op, which torch's TorchScript-based exporter maps to ONNX's
   LSTM / GRU / RNN operators. Only stacks ONNX has an operator for can go (plain LSTM without
   projection, reset-after GRU, tanh/relu Elman); any other cell is refused with its name.
-- torch.export: ``impl="scan"`` (``kernels/traced.py``), the reference ``cell.step`` inside torch's scan
+- torch.export: ``impl="traced"`` (``kernels/traced.py``), the reference ``cell.step`` inside torch's scan
   operator, so T and B stay symbolic for every cell. (torch.export decomposes torch's own RNN ops into
   a loop and would fix T: pytorch/pytorch#115092.)
 """
@@ -153,7 +153,7 @@ def _example(inputs: list[TensorSpec], model: nn.Module, vocab: int | None) -> t
 @contextlib.contextmanager
 def export_mode(model: nn.Module, impl: str) -> Iterator[None]:
     """Within: eval mode (no dropout), and every Recurrent layer of ``model`` runs with ``impl`` (a
-    traceable implementation: "native" or "scan"). Both are restored on leaving."""
+    traceable implementation: "native" or "traced"). Both are restored on leaving."""
     layers = [m for m in model.modules() if isinstance(m, Recurrent)]
     impls, training = [layer.impl for layer in layers], model.training
     try:
@@ -266,7 +266,7 @@ def torch_program(model: LanguageModel | Recurrent) -> torch.export.ExportedProg
     example = _example(inputs, model, vocab)
     dims = {name: torch.export.Dim(name, min=1) for name in ("batch", "time")}
     shapes = [{i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in inputs]
-    with export_mode(model, "scan"), warnings.catch_warnings():
+    with export_mode(model, "traced"), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch's scan tracing uses jit internals
         return torch.export.export(
             _Graph(model, broadcast_state=False), example, dynamic_shapes=(shapes[0], tuple(shapes[1:]))

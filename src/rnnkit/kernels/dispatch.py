@@ -3,7 +3,7 @@
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
 - "fused": rnnkit's fused kernels (analytic BPTT, packed weights), per layer and direction.
-- "scan": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
+- "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
   kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
@@ -23,9 +23,9 @@ from ..errors import InputError
 from .fused import fused_kernel, run_fused
 from .native import stack_is_native
 from .packed import MKLDNN
-from .traced import run_scan
+from .traced import run_traced
 
-IMPLS = ("auto", "native", "fused", "reference", "scan")
+IMPLS = ("auto", "native", "fused", "reference", "traced")
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
 
 def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: Tensor) -> Plan:
     """Choose for input ``x`` (T, B, F)."""
-    if impl == "scan":
-        return Plan(None, (run_scan,) * len(cells))
+    if impl == "traced":
+        return Plan(None, (run_traced,) * len(cells))
     if impl in ("auto", "native"):
         op = stack_is_native(cells, merge)
         if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):

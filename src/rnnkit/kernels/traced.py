@@ -1,4 +1,4 @@
-"""The reference loop as one traceable operator, for ``torch.export`` (``impl="scan"``).
+"""The reference loop as one traceable operator, for ``torch.export`` (``impl="traced"``).
 
 A Python ``for t in range(T)`` is unrolled by every tracer, which fixes the sequence length, and
 torch's own RNN ops are decomposed into such a loop by ``torch.export`` (pytorch/pytorch#115092). Run
@@ -16,7 +16,7 @@ from ..cells.base import State, state_fields
 from .masks import reverse_padded, step_mask
 
 
-def run_scan(
+def run_traced(
     cell: Cell, x: Tensor, state: State, lengths: Tensor | None, reverse: bool = False
 ) -> tuple[Tensor, State]:
     """Exactly ``run_cell`` (same arguments and results), as one ``scan`` over ``cell.step``."""

@@ -51,7 +51,7 @@ class Recurrent(nn.Module):
         impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
             own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
             Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT), or
-            "reference" (the readable loop over ``cell.step``), or "scan" (that loop as one traceable
+            "reference" (the readable loop over ``cell.step``), or "traced" (that loop as one traceable
             operator, for ``torch.export``; see ``rnnkit.export``). See ``kernels/dispatch.py``.
 
     Forward:
