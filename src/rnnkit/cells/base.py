@@ -166,6 +166,18 @@ class Cell(nn.Module):
         """One time step: ``x`` (B, input_size), ``state`` -> (``y`` (B, output_size), state)."""
         raise NotImplementedError
 
+    def masked_step(self, x: Tensor, state: State, mask: Tensor) -> tuple[Tensor, State]:
+        """:meth:`step` with the state multiplied by ``mask`` where it enters the recurrent products
+        (state dropout, Gal & Ghahramani 2016, https://arxiv.org/abs/1512.05287); the state carried on
+        stays unmasked. ``mask`` has the shape of the state's first field (``h``).
+
+        This default masks the first field and calls :meth:`step`, which is exact for cells whose
+        ``h`` enters the step only through products (Elman, Jordan, LSTM: ``c`` is not masked). A cell
+        that also carries ``h`` on directly (GRU: ``z * h``) overrides it."""
+        if isinstance(state, tuple):
+            return self.step(x, type(state)(state[0] * mask, *state[1:]))
+        return self.step(x, state * mask)
+
     def init_state(self, batch_size: int, *, dtype: torch.dtype | None = None, device: Any = None) -> State:
         """The zero state for a batch: tensors ``(batch_size, n)`` in ``state_size``'s structure."""
         param = next(self.parameters(), None)
