@@ -351,7 +351,7 @@ class Recurrent(nn.Module):
         with dropped_weights(cells, reg.weight_drop if training else 0.0):
             if chosen.native_op is not None:
                 return self._run_native(chosen.native_op, cells, x, states, lengths)
-            return self._run_layers(chosen.runners, x, states, lengths, recs, trace)
+            return self._run_layers(chosen.runners, x, states, lengths, recs, trace, cells)
 
     def _run_native(
         self, op: str, cells: Sequence[Cell], x: Tensor, states: list[State], lengths: Tensor | None
@@ -437,10 +437,12 @@ class Recurrent(nn.Module):
         lengths: Tensor | None,
         recs: list[Recurrence] | None = None,
         trace: dict | None = None,
+        cells: Sequence[Cell] | None = None,
     ) -> tuple[Tensor, State]:
         """Each layer and direction through its runner (``run_cell`` or a fused kernel), then merge
-        the directions and apply dropout between layers."""
-        cells = self.layer_cells()
+        the directions and apply dropout between layers. ``cells``: as bound by the caller (a drop-in's
+        ``layer_cells()`` re-binds its parameters, which would undo weight drop)."""
+        cells = cells if cells is not None else self.layer_cells()
         finals = []
         traced = trace["states"] if trace is not None else None
         for layer in range(self.num_layers):
