@@ -85,7 +85,9 @@ def test_fused_equals_reference_with_option(name, option):
     every gradient (inputs, state, parameters) agree to 1e-10 in float64."""
     opts = OPTIONS[option]
     if name == "elman_readout" and "zoneout" in opts:
-        pytest.skip("zoneout with a readout runs on the reference loop only (test_zoneout_readout_falls_back)")
+        pytest.skip(
+            "zoneout with a readout runs on the reference loop only (test_zoneout_readout_falls_back)"
+        )
     ref, fast = pair(CELLS[name], num_layers=2, bidirectional=True, **opts)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 3, generator=gen, dtype=F64)

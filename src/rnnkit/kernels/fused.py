@@ -98,6 +98,15 @@ def _recurrent_grad(d: Tensor, g: Tensor, t: int, mask: Tensor | None, zone: Ten
     return d
 
 
+def _past_end(g: Tensor, alive: Tensor | None, t: int) -> tuple[Tensor, Tensor]:
+    """(what a frozen step passes on: all of g, what the step's own math gets: g where alive, else 0).
+    Past its end a sequence's state is a copy of its last one, so a gradient arriving there (through
+    the per-step states) belongs to the step before."""
+    if alive is None:
+        return g, g
+    return g, torch.where(alive[t], g, 0.0)
+
+
 def _zeros_like(t: Tensor, reset: Tensor | None) -> Tensor | None:
     return torch.zeros_like(t) if reset is not None else None
 
@@ -151,11 +160,11 @@ class ElmanScan(torch.autograd.Function):
         dh = dh_last
         for t in reversed(range(T)):
             g = dh + dy[t]
-            if alive is not None:  # a finished sequence: no gradient into its (frozen) steps
-                g = torch.where(alive[t], g, 0.0)
+            # a finished sequence: its frozen steps pass the gradient (from traced states) straight on
+            frozen, g = _past_end(g, alive, t)
             torch.mul(_keep(g, zone, t), dphi(cand[t]), out=dz[t])
             step = _to_start(_recurrent_grad(back(dz[t], None), g, t, mask, zone), t, reset, dinit)
-            dh = step if alive is None else torch.where(alive[t], step, dh)
+            dh = step if alive is None else torch.where(alive[t], step, frozen)
         dw_hh = _flat(dz).t() @ _flat(_masked(starts, mask))
         return dz, dh, dw_hh, None, None, None, None, None, dinit
 
@@ -241,9 +250,7 @@ class GRUScan(torch.autograd.Function):
         dh = dh_last
         for t in reversed(range(T)):
             r, z, n_t, h = rz[t, :, :H], rz[t, :, H:], n[t], h_prev[t]
-            g = dh + dy[t]  # dL/dh_t
-            if alive is not None:
-                g = torch.where(alive[t], g, 0.0)
+            frozen, g = _past_end(dh + dy[t], alive, t)  # dL/dh_t
             gc = _keep(g, zone, t)  # dL/d(h_t before zoneout)
             dr, dz, dn = dxg[t, :, :H], dxg[t, :, H : 2 * H], dxg[t, :, 2 * H :]
             # h_t = n + z (h - n):  dL/dn_pre = g (1 - z)(1 - n^2),  dL/dz_pre = g (h - n) z (1 - z)
@@ -260,7 +267,7 @@ class GRUScan(torch.autograd.Function):
                 step = back_rz(dxg[t, :, : 2 * H].contiguous(), None).addcmul_(drh, r)
             step = _recurrent_grad(step, g, t, mask, zone).addcmul_(gc, z)
             step = _to_start(step, t, reset, dinit)
-            dh = step if alive is None else torch.where(alive[t], step, dh)
+            dh = step if alive is None else torch.where(alive[t], step, frozen)
         h_seen = _flat(_masked(h_prev, mask))
         if ctx.reset_after:
             dmf = _flat(dm)
@@ -331,13 +338,11 @@ class JordanScan(torch.autograd.Function):
         dinit = _zeros_like(dy_last, reset)
         dstate = dy_last
         for t in reversed(range(T)):
-            g = dstate + dy[t]  # dL/dy_t: as output and as the next step's state
-            if alive is not None:
-                g = torch.where(alive[t], g, 0.0)
+            frozen, g = _past_end(dstate + dy[t], alive, t)  # dL/dy_t: as output and as the next state
             torch.mul(_keep(g, zone, t), dpsi(cand[t]), out=dv[t])
             torch.mul(to_h(dv[t], None), dphi(hs[t]), out=da[t])
             step = _to_start(_recurrent_grad(to_y(da[t], None), g, t, mask, zone), t, reset, dinit)
-            dstate = step if alive is None else torch.where(alive[t], step, dstate)
+            dstate = step if alive is None else torch.where(alive[t], step, frozen)
         dvf, daf = _flat(dv), _flat(da)
         dw_yh, dw_hy = daf.t() @ _flat(_masked(starts, mask)), dvf.t() @ _flat(hs)
         db_y = dvf.sum(0) if ctx.has_bias else None
@@ -488,10 +493,8 @@ class LSTMScan(torch.autograd.Function):
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
             di, df = dgates[t, :, :H], dgates[t, :, H : 2 * H]
             dg, do = dgates[t, :, 2 * H : 3 * H], dgates[t, :, 3 * H :]
-            gh = dh + dy[t]
-            dc_in = dc + dc_steps[t] if ctx.keep else dc
-            if alive is not None:  # finished sequences: no gradient into their frozen steps
-                gh, dc_in = torch.where(alive[t], gh, 0.0), torch.where(alive[t], dc_in, 0.0)
+            frozen_h, gh = _past_end(dh + dy[t], alive, t)
+            frozen_c, dc_in = _past_end(dc + dc_steps[t] if ctx.keep else dc, alive, t)
             gh_new, dc_new = _keep(gh, zone_h, t), _keep(dc_in, zone_c, t)  # before zoneout
             if back_hr is not None:  # h_t = (o tanh(.)) W_hr^T
                 dhs[t] = gh_new
@@ -520,7 +523,7 @@ class LSTMScan(torch.autograd.Function):
             if alive is None:
                 dh, dc = dh_prev, dc_prev
             else:
-                dh, dc = torch.where(alive[t], dh_prev, dh), torch.where(alive[t], dc_prev, dc)
+                dh, dc = torch.where(alive[t], dh_prev, frozen_h), torch.where(alive[t], dc_prev, frozen_c)
         dw_hh = _flat(drec).t() @ _flat(_masked(h_starts, mask))
         dw_hr = _flat(dhs).t() @ _flat(full) if w_hr is not None else None
         dpeep = None
