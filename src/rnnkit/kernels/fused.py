@@ -35,6 +35,10 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
     "identity": (lambda v: v, torch.ones_like),
 }
 
+# what a kernel returns: outputs (T, B, O), the final state, and, for a trace, every step's state
+# (T, B, n) per field and the gate activations name -> (T, B, H) ({} for cells without gates)
+Steps = tuple[Tensor, State, State, dict[str, Tensor]]
+
 
 def _flat(t: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1])
@@ -84,9 +88,14 @@ def _masked(h: Tensor, mask: Tensor | None) -> Tensor:
     return h if mask is None else h * mask
 
 
-def _keep(g: Tensor, zone: Tensor | None, t: int) -> Tensor:
-    """dL/d(candidate) from dL/d(zoned state) g: ``(1 - z) g``."""
-    return g if zone is None else g - g * zone[t]
+def _kept(zone: Tensor | None) -> Tensor | None:
+    """1 - z for all steps at once (backward multiplies by it at every step)."""
+    return None if zone is None else 1 - zone
+
+
+def _keep(g: Tensor, kept: Tensor | None, t: int) -> Tensor:
+    """dL/d(candidate) from dL/d(zoned state) g: ``(1 - z) g``; ``kept`` is ``_kept(zone)``."""
+    return g if kept is None else g * kept[t]
 
 
 def _recurrent_grad(d: Tensor, g: Tensor, t: int, mask: Tensor | None, zone: Tensor | None) -> Tensor:
@@ -156,13 +165,13 @@ class ElmanScan(torch.autograd.Function):
         dphi = ACTIVATIONS[ctx.act][1]
         back = linear(w_hh.t(), B)  # dh_{t-1} = dz_t W_hh
         dz = torch.empty_like(dy)  # of the pre-activations: also dL/dxw
-        dinit = _zeros_like(dh_last, reset)
+        dinit, kept = _zeros_like(dh_last, reset), _kept(zone)
         dh = dh_last
         for t in reversed(range(T)):
             g = dh + dy[t]
             # a finished sequence: its frozen steps pass the gradient (from traced states) straight on
             frozen, g = _past_end(g, alive, t)
-            torch.mul(_keep(g, zone, t), dphi(cand[t]), out=dz[t])
+            torch.mul(_keep(g, kept, t), dphi(cand[t]), out=dz[t])
             step = _to_start(_recurrent_grad(back(dz[t], None), g, t, mask, zone), t, reset, dinit)
             dh = step if alive is None else torch.where(alive[t], step, frozen)
         dw_hh = _flat(dz).t() @ _flat(_masked(starts, mask))
@@ -170,7 +179,7 @@ class ElmanScan(torch.autograd.Function):
 
 
 def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Recurrence,
-              reset: Tensor | None, keep: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+              reset: Tensor | None, keep: bool) -> Steps:  # fmt: skip
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
     init = rec.init if reset is not None else None
     grad = _needs_grad((x, h0, init, *cell.parameters()))
@@ -182,9 +191,9 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec:
         hs = _elman_forward(*args)[0]
         h, h_last = hs[1:], hs[-1]
     if cell.readout_size is None:
-        return h, h_last, h
+        return h, h_last, h, {}
     # the readout does not feed back, so it is one big product after the loop
-    return cell.psi(F.linear(h, cell.weight_hy, cell.bias_y)), h_last, h
+    return cell.psi(F.linear(h, cell.weight_hy, cell.bias_y)), h_last, h, {}
 
 
 # -- GRU ---------------------------------------------------------------------------------------------
@@ -228,14 +237,15 @@ def _gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, mask=None, zone=None, r
 
 class GRUScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after, mask, zone, reset, init):
+    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after, mask, zone, reset, init, keep):
         hs, starts, rz, n, m = _gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, mask, zone, reset, init)
         ctx.save_for_backward(w_hh, starts, rz, n, m, alive, mask, zone, reset)
-        ctx.reset_after, ctx.has_bias = reset_after, b_hh is not None
-        return hs[1:].clone(), hs[-1].clone()
+        ctx.reset_after, ctx.has_bias, ctx.keep = reset_after, b_hh is not None, keep
+        gates = (rz.clone(), n.clone()) if keep else (rz.new_empty(0), n.new_empty(0))  # on request
+        return hs[1:].clone(), hs[-1].clone(), *gates
 
     @staticmethod
-    def backward(ctx, dy, dh_last):
+    def backward(ctx, dy, dh_last, d_rz, d_n):
         w_hh, h_prev, rz, n, m, alive, mask, zone, reset = ctx.saved_tensors
         T, B, H = dy.shape
         # Gradients of the pre-activations, written step by step into preallocated buffers (small
@@ -246,24 +256,31 @@ class GRUScan(torch.autograd.Function):
             back = linear(w_hh.t(), B)
         else:
             back_rz, back_n = linear(w_hh[: 2 * H].t(), B), linear(w_hh[2 * H :].t(), B)
-        dinit = _zeros_like(dh_last, reset)
+        dinit, kept = _zeros_like(dh_last, reset), _kept(zone)
         dh = dh_last
         for t in reversed(range(T)):
             r, z, n_t, h = rz[t, :, :H], rz[t, :, H:], n[t], h_prev[t]
             frozen, g = _past_end(dh + dy[t], alive, t)  # dL/dh_t
-            gc = _keep(g, zone, t)  # dL/d(h_t before zoneout)
+            gc = _keep(g, kept, t)  # dL/d(h_t before zoneout)
             dr, dz, dn = dxg[t, :, :H], dxg[t, :, H : 2 * H], dxg[t, :, 2 * H :]
             # h_t = n + z (h - n):  dL/dn_pre = g (1 - z)(1 - n^2),  dL/dz_pre = g (h - n) z (1 - z)
             torch.mul(gc - gc * z, 1 - n_t * n_t, out=dn)
             torch.mul(gc * (h - n_t), z - z * z, out=dz)
+            if ctx.keep:  # gradients arriving through the returned gate activations
+                dn.addcmul_(d_n[t], 1 - n_t * n_t)
+                dz.addcmul_(d_rz[t, :, H:], z - z * z)
             if ctx.reset_after:  # n = tanh(x_n + r * m):  dL/dr_pre = dn_pre m r (1 - r)
                 torch.mul(dn * m[t], r - r * r, out=dr)
+                if ctx.keep:
+                    dr.addcmul_(d_rz[t, :, :H], r - r * r)
                 dm[t, :, : 2 * H] = dxg[t, :, : 2 * H]
                 torch.mul(dn, r, out=dm[t, :, 2 * H :])
                 step = back(dm[t], None)
             else:  # n = tanh(x_n + (r * h') W_hn^T + b_hn)
                 drh = back_n(dn.contiguous(), None)  # dL/d(r * h')
                 torch.mul(drh * _masked(h, mask), r - r * r, out=dr)
+                if ctx.keep:
+                    dr.addcmul_(d_rz[t, :, :H], r - r * r)
                 step = back_rz(dxg[t, :, : 2 * H].contiguous(), None).addcmul_(drh, r)
             step = _recurrent_grad(step, g, t, mask, zone).addcmul_(gc, z)
             step = _to_start(step, t, reset, dinit)
@@ -276,21 +293,27 @@ class GRUScan(torch.autograd.Function):
             dxf = _flat(dxg)
             dw_hh = torch.cat([dxf[:, : 2 * H].t() @ h_seen, dxf[:, 2 * H :].t() @ _flat(m)])
             db_hh = dxf.sum(0)
-        return dxg, dh, dw_hh, db_hh if ctx.has_bias else None, None, None, None, None, None, dinit
+        return dxg, dh, dw_hh, db_hh if ctx.has_bias else None, None, None, None, None, None, dinit, None
+
+
+def _gru_gates(rz: Tensor, n: Tensor) -> dict[str, Tensor]:
+    """The activations GRUCell.gates names: reset r, update z, candidate n, each (T, B, H)."""
+    r, z = rz.chunk(2, -1)
+    return {"reset": r, "update": z, "new": n}
 
 
 def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Recurrence,
-            reset: Tensor | None, keep: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+            reset: Tensor | None, keep: bool) -> Steps:  # fmt: skip
     init = rec.init if reset is not None else None
     grad = _needs_grad((x, h0, init, *cell.parameters()))
     xw = _input_side(x, cell.weight_ih, cell.bias_ih, grad)
     args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after, rec.state_mask, rec.zone(0),
             reset, init)  # fmt: skip
     if grad:
-        h, h_last = GRUScan.apply(*args)
-        return h, h_last, h
-    hs = _gru_forward(*args)[0]
-    return hs[1:], hs[-1], hs[1:]
+        h, h_last, rz, n = GRUScan.apply(*args, keep)
+        return h, h_last, h, (_gru_gates(rz, n) if keep else {})
+    hs, _, rz, n, _ = _gru_forward(*args)
+    return hs[1:], hs[-1], hs[1:], _gru_gates(rz, n)
 
 
 # -- Jordan ------------------------------------------------------------------------------------------
@@ -335,11 +358,11 @@ class JordanScan(torch.autograd.Function):
         to_h, to_y = linear(w_hy.t(), B), linear(w_yh.t(), B)
         dv = torch.empty_like(dy)  # of the output pre-activations h W_hy^T + b_y
         da = torch.empty_like(hs)  # of the hidden pre-activations: also dL/dxw
-        dinit = _zeros_like(dy_last, reset)
+        dinit, kept = _zeros_like(dy_last, reset), _kept(zone)
         dstate = dy_last
         for t in reversed(range(T)):
             frozen, g = _past_end(dstate + dy[t], alive, t)  # dL/dy_t: as output and as the next state
-            torch.mul(_keep(g, zone, t), dpsi(cand[t]), out=dv[t])
+            torch.mul(_keep(g, kept, t), dpsi(cand[t]), out=dv[t])
             torch.mul(to_h(dv[t], None), dphi(hs[t]), out=da[t])
             step = _to_start(_recurrent_grad(to_y(da[t], None), g, t, mask, zone), t, reset, dinit)
             dstate = step if alive is None else torch.where(alive[t], step, frozen)
@@ -350,7 +373,7 @@ class JordanScan(torch.autograd.Function):
 
 
 def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None, rec: Recurrence,
-               reset: Tensor | None, keep: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+               reset: Tensor | None, keep: bool) -> Steps:  # fmt: skip
     init = rec.init if reset is not None else None
     grad = _needs_grad((x, y0, init, *cell.parameters()))
     xw = _input_side(x, cell.weight_ih, cell.bias_h, grad)
@@ -358,9 +381,9 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None, re
             cell.output_activation, rec.state_mask, rec.zone(0), reset, init)  # fmt: skip
     if grad:
         y, y_last = JordanScan.apply(*args)
-        return y, y_last, y
+        return y, y_last, y, {}
     ys = _jordan_forward(*args)[1]
-    return ys[1:], ys[-1], ys[1:]
+    return ys[1:], ys[-1], ys[1:], {}
 
 
 # -- LSTM (plain, peephole, projection, layer norm) --------------------------------------------------
@@ -468,11 +491,12 @@ class LSTMScan(torch.autograd.Function):
         ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, reset, h_starts,
                               c_starts, c_cand, acts, tcs, full, *(normed or ()))  # fmt: skip
         ctx.keep = keep
-        c_steps = cs[1:].clone() if keep else cs.new_empty(0)  # every step's c, on request
-        return hs[1:].clone(), hs[-1].clone(), cs[-1].clone(), c_steps
+        # every step's c and gate activations, on request
+        c_steps, gates = (cs[1:].clone(), acts.clone()) if keep else (cs.new_empty(0), acts.new_empty(0))
+        return hs[1:].clone(), hs[-1].clone(), cs[-1].clone(), c_steps, gates
 
     @staticmethod
-    def backward(ctx, dy, dh_last, dc_last, dc_steps):
+    def backward(ctx, dy, dh_last, dc_last, dc_steps, d_acts):
         (w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, reset, h_starts, c_starts, c_cand, acts,
          tcs, full, *normed) = ctx.saved_tensors  # fmt: skip
         ln = g_h is not None
@@ -487,6 +511,7 @@ class LSTMScan(torch.autograd.Function):
         dzc = dy.new_empty(T, B, H) if ln else None  # of LN_c's output
         dhs = dy.new_empty(T, B, dy.shape[-1]) if w_hr is not None else None  # dL/dh_t (projected)
         dinit_h, dinit_c = _zeros_like(dh_last, reset), _zeros_like(dc_last, reset)
+        kept_h, kept_c = _kept(zone_h), _kept(zone_c)
         dh, dc = dh_last, dc_last
         for t in reversed(range(T)):
             a, tc, c_prev = acts[t], tcs[t], c_starts[t]
@@ -495,11 +520,13 @@ class LSTMScan(torch.autograd.Function):
             dg, do = dgates[t, :, 2 * H : 3 * H], dgates[t, :, 3 * H :]
             frozen_h, gh = _past_end(dh + dy[t], alive, t)
             frozen_c, dc_in = _past_end(dc + dc_steps[t] if ctx.keep else dc, alive, t)
-            gh_new, dc_new = _keep(gh, zone_h, t), _keep(dc_in, zone_c, t)  # before zoneout
+            gh_new, dc_new = _keep(gh, kept_h, t), _keep(dc_in, kept_c, t)  # before zoneout
             if back_hr is not None:  # h_t = (o tanh(.)) W_hr^T
                 dhs[t] = gh_new
                 gh_new = back_hr(gh_new, None)
             torch.mul(gh_new * tc, o - o * o, out=do)  # h = o tanh(c)  [or o tanh(LN_c(c))]
+            if ctx.keep:  # gradients arriving through the returned gate activations
+                do.addcmul_(d_acts[t, :, 3 * H :], o - o * o)
             dtc = gh_new * o * (1 - tc * tc)
             if ln:
                 dzc[t] = dtc
@@ -511,6 +538,11 @@ class LSTMScan(torch.autograd.Function):
             torch.mul(dct * c_prev, f - f * f, out=df)  # c_t = f c_{t-1} + i g
             torch.mul(dct * g, i - i * i, out=di)
             torch.mul(dct * i, 1 - g * g, out=dg)
+            if ctx.keep:
+                da = d_acts[t]
+                di.addcmul_(da[:, :H], i - i * i)
+                df.addcmul_(da[:, H : 2 * H], f - f * f)
+                dg.addcmul_(da[:, 2 * H : 3 * H], 1 - g * g)
             dc_prev = dct * f
             if peep is not None:
                 dc_prev.addcmul_(di, peep[0]).addcmul_(df, peep[1])
@@ -540,8 +572,14 @@ class LSTMScan(torch.autograd.Function):
         return dgates, dh, dc, dw_hh, dw_hr, dpeep, dg_h, dg_c, db_c, *nones, dinit_h, dinit_c, None
 
 
+def _lstm_gates(acts: Tensor) -> dict[str, Tensor]:
+    """The activations LSTMCell.gates names, each (T, B, H), from the kernel's (T, B, 4H) i, f, g, o."""
+    i, f, g, o = acts.chunk(4, -1)
+    return {"input": i, "forget": f, "cell": g, "output": o}
+
+
 def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, rec: Recurrence,
-             reset: Tensor | None, keep: bool) -> tuple[Tensor, LSTMState, LSTMState | None]:  # fmt: skip
+             reset: Tensor | None, keep: bool) -> Steps:  # fmt: skip
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
     peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co]) if cell.peephole else None
     ln = (cell.norm_h.weight, cell.norm_c.weight, cell.norm_c.bias) if cell.layer_norm else (None,) * 3
@@ -557,11 +595,12 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
     controls = (rec.state_mask, rec.zone(0), rec.zone(1), reset, *init)
     if grad:
         args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive, *controls, keep)
-        y, h, c, c_steps = LSTMScan.apply(*args)
-        return y, LSTMState(h, c), (LSTMState(y, c_steps) if keep else None)
-    hs, cs = _lstm_forward(xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep,
-                           ln if cell.layer_norm else None, alive, *controls)[:2]  # fmt: skip
-    return hs[1:], LSTMState(hs[-1], cs[-1]), LSTMState(hs[1:], cs[1:])
+        y, h, c, c_steps, acts = LSTMScan.apply(*args)
+        steps = LSTMState(y, c_steps) if keep else None
+        return y, LSTMState(h, c), steps, (_lstm_gates(acts) if keep else {})
+    hs, cs, *rest = _lstm_forward(xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep,
+                                  ln if cell.layer_norm else None, alive, *controls)  # fmt: skip
+    return hs[1:], LSTMState(hs[-1], cs[-1]), LSTMState(hs[1:], cs[1:]), _lstm_gates(rest[3])
 
 
 # -- dispatch ----------------------------------------------------------------------------------------
@@ -599,9 +638,10 @@ def run_fused(
     reverse: bool = False,
     *,
     rec: Recurrence | None = None,
-    trace: list | None = None,
+    trace: dict | None = None,
 ) -> tuple[Tensor, State]:
-    """Same contract as ``layers.recurrent.run_cell``, through the cell's fused kernel."""
+    """Same contract as ``layers.recurrent.run_cell``, through the cell's fused kernel (the per-step
+    states and gate activations it traces are the kernel's own buffers, differentiable)."""
     rec = rec or Recurrence()
     kernel = fused_kernel(cell, rec)
     if kernel is None:
@@ -610,9 +650,21 @@ def run_fused(
         x = reverse_padded(x, lengths)
     alive = step_mask(x.shape[0], lengths)
     reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
-    y, final, steps = kernel(cell, x.contiguous(), state, alive, rec, reset, trace is not None)
+    y, final, steps, gates = kernel(cell, x.contiguous(), state, alive, rec, reset, trace is not None)
     if alive is not None:
         y = torch.where(alive, y, 0.0)
     if trace is not None:
-        trace.append(map_state(lambda s: reverse_padded(s, lengths), steps) if reverse else steps)
+        record(trace, steps, gates, alive, lengths, reverse)
     return (reverse_padded(y, lengths) if reverse else y), final
+
+
+def record(
+    trace: dict, steps: State, gates: dict[str, Tensor], alive: Tensor | None, lengths: Tensor | None,
+    reverse: bool,
+) -> None:  # fmt: skip
+    """Append one direction's per-step states (T, B, n) and gates (T, B, H) (zeros past a sequence's
+    end) to ``trace``, in the input's time order."""
+    order = (lambda s: reverse_padded(s, lengths)) if reverse else (lambda s: s)
+    trace["states"].append(map_state(order, steps))
+    gates = {k: g if alive is None else torch.where(alive, g, 0.0) for k, g in gates.items()}
+    trace["gates"].append({k: order(g) for k, g in gates.items()})

@@ -10,9 +10,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from ..cells.base import Cell, State, check_state, check_tensor, map_state, stack_states, state_fields
+from ..cells.base import (
+    Cell,
+    State,
+    check_state,
+    check_tensor,
+    map_state,
+    mask_first,
+    stack_states,
+    state_fields,
+)
 from ..errors import InputError, check, check_bool, check_int, check_probability
 from ..kernels.dispatch import IMPLS, plan
+from ..kernels.fused import record
 from ..kernels.masks import Recurrence, reset_in_processing_order, reverse_padded, step_mask
 from ..kernels.native import run_native
 from . import streaming
@@ -259,9 +269,10 @@ class Recurrent(nn.Module):
         that have ``gates()`` (LSTM: input, forget, cell, output; GRU: reset, update, new), each in
         the same layout with n = H (zeros past a sequence's end; empty for Elman and Jordan).
 
-        Runs on the fused kernels (which keep the states for backward anyway) where the cell has
-        one, else on the reference loop; never on torch's op, which does not return them. The gates
-        are recomputed from the states in one batched ``cell.gates`` call per layer and direction.
+        Runs on the fused kernels where the cell has one (the states and gate activations are the
+        buffers the kernel keeps for its backward anyway, returned as differentiable outputs), else on
+        the reference loop (which records ``cell.gates`` at each step); never on torch's op, which does
+        not return them.
         """
         trace: dict = {"states": [], "gates": []}
         output, final, trace = self._forward(input, state, lengths, reset, trace)
@@ -444,17 +455,12 @@ class Recurrent(nn.Module):
         ``layer_cells()`` re-binds its parameters, which would undo weight drop)."""
         cells = cells if cells is not None else self.layer_cells()
         finals = []
-        traced = trace["states"] if trace is not None else None
         for layer in range(self.num_layers):
             outs = []
             for direction in range(self.num_directions):
-                k, reverse = layer * self.num_directions + direction, direction == 1
-                rec = recs[k] if recs is not None else None
-                kw = {} if rec is None else {"rec": rec, "trace": traced}
-                y, final = runners[k](cells[k], x, states[k], lengths, reverse=reverse, **kw)
-                if trace is not None:
-                    gates = step_gates(cells[k], x, states[k], traced[-1], lengths, reverse, rec)
-                    trace["gates"].append(gates)
+                k = layer * self.num_directions + direction
+                kw = {} if recs is None else {"rec": recs[k], "trace": trace}
+                y, final = runners[k](cells[k], x, states[k], lengths, reverse=direction == 1, **kw)
                 outs.append(y)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else MERGES[self.merge](*outs)
@@ -549,7 +555,7 @@ def run_cell(
     reverse: bool = False,
     *,
     rec: Recurrence | None = None,
-    trace: list | None = None,
+    trace: dict | None = None,
 ) -> tuple[Tensor, State]:
     """The reference loop: run one cell over time.
 
@@ -557,8 +563,10 @@ def run_cell(
         x: (T, B, F) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
         reverse: run each sequence from its own last step back to its first.
         rec: this forward's state dropout mask, zoneout masks and resets (``kernels/masks.py``).
-        trace: if a list, the state after every step is appended to it, (T, B, n) per field in the
-            input's time order (past a sequence's end: its frozen state).
+        trace: a dict of lists ``states`` and ``gates``, or None: the state after every step, (T, B, n)
+            per field, and the gate activations (``cell.gates``: name -> (T, B, H), {} for cells without
+            them) are appended, in the input's time order (past a sequence's end: the frozen state and
+            zero gates).
 
     Returns:
         (y (T, B, O) with zeros at padded steps, the state at each sequence's last step).
@@ -568,7 +576,8 @@ def run_cell(
     alive = step_mask(x.shape[0], lengths)
     rec = rec or Recurrence()
     reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
-    ys, seen = [], []
+    gated = trace is not None and hasattr(cell, "gates")
+    ys, seen, gates = [], [], []
     for t in range(x.shape[0]):
         if reset is not None:  # a new document: start again from the initial state
             state = map_state(lambda s, s0, r=reset[t]: torch.where(r, s0, s), state, rec.init)
@@ -576,6 +585,9 @@ def run_cell(
             y, new = cell.step(x[t], state)
         else:
             y, new = cell.masked_step(x[t], state, rec.state_mask)
+        if gated:  # what the step's gates saw: the masked state, as in masked_step
+            mask = rec.state_mask
+            gates.append(cell.gates(x[t], state if mask is None else mask_first(state, mask)))
         if rec.zoneout is not None:
             y, new = zone_out(y, new, state, rec.zoneout, t)
         if alive is not None:  # past its end a sequence keeps its state and outputs zeros
@@ -587,8 +599,8 @@ def run_cell(
         state = new
     y = torch.stack(ys)
     if trace is not None:
-        steps = stack_states(seen)  # (T, B, n) per field
-        trace.append(map_state(lambda s: reverse_padded(s, lengths), steps) if reverse else steps)
+        gate_steps = {name: torch.stack([g[name] for g in gates]) for name in (gates[0] if gates else {})}
+        record(trace, stack_states(seen), gate_steps, alive, lengths, reverse)
     return (reverse_padded(y, lengths) if reverse else y), state
 
 
@@ -607,41 +619,6 @@ def zone_out(
     return y, (type(new)(*zoned) if isinstance(new, tuple) else zoned[0])
 
 
-def step_gates(
-    cell: Cell,
-    x: Tensor,
-    state: State,
-    steps: State,
-    lengths: Tensor | None,
-    reverse: bool,
-    rec: Recurrence,
-) -> dict[str, Tensor]:
-    """Every step's gate activations, name -> (T, B, H) in the input's time order (zeros past a
-    sequence's end), from one batched ``cell.gates`` call on the states the steps started from:
-    ``state`` (B, n) then ``steps`` (T, B, n, the state after each step, as the runners trace them),
-    with the resets and the state dropout mask of ``rec``. {} for cells without ``gates``."""
-    if not hasattr(cell, "gates"):
-        return {}
-    T, B = x.shape[:2]
-    order = (lambda s: reverse_padded(s, lengths)) if reverse else (lambda s: s)  # <-> processing order
-    alive = step_mask(T, lengths)
-    starts = map_state(lambda s0, s: torch.cat([s0[None], order(s)[:-1]]), state, steps)
-    reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
-    if reset is not None:
-        starts = map_state(lambda s, s0: torch.where(reset, s0, s), starts, rec.init)
-    if rec.state_mask is not None:
-        fields = state_fields(starts)
-        masked = (fields[0] * rec.state_mask, *fields[1:])
-        starts = type(starts)(*masked) if isinstance(starts, tuple) else masked[0]
-    flat = map_state(lambda s: s.reshape(T * B, *s.shape[2:]), starts)
-    gates = cell.gates(order(x).reshape(T * B, *x.shape[2:]), flat)
-    out = {}
-    for name, g in gates.items():
-        g = order(g.reshape(T, B, *g.shape[1:]))
-        out[name] = g if alive is None else torch.where(alive, g, 0.0)
-    return out
-
-
 def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
     """Pack padded outputs y (T, B, O) with the batch sizes and ordering of ``like``."""
     if like.sorted_indices is not None:
@@ -651,4 +628,4 @@ def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
     return PackedSequence(y[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
-__all__ = ["Recurrent", "Trace", "pack_like", "reverse_padded", "run_cell", "step_gates", "zone_out"]
+__all__ = ["Recurrent", "Trace", "pack_like", "reverse_padded", "run_cell", "zone_out"]
