@@ -331,3 +331,30 @@ def test_initial_state_method_and_default_off():
     assert torch.equal(model.initial_state(2), torch.zeros(1, 2, 4))
     learned = Recurrent(JordanCell(3, 5, 4), learn_initial_state=True)
     assert learned.initial_state(2).shape == (1, 2, 4) and learned.initial_h.requires_grad
+
+
+# -- truncated BPTT across document boundaries -------------------------------------------------------
+
+
+def test_lm_task_resets_the_carried_state_at_document_starts():
+    """LMTask(reset_on=sep): the loss of a chunk equals the language model run on each document alone
+    (a document starts where the stream reads ``sep``); without reset_on it differs."""
+    import torch.nn.functional as F
+
+    from rnnkit.models.language_model import LanguageModel, LMConfig
+    from rnnkit.training.tasks import LMTask
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 6, (41,))
+    ids[[0, 7, 15, 16, 33]] = 0  # document starts
+    model = LanguageModel(LMConfig(vocab_size=6, cell="lstm", hidden=8, layers=2))
+    task = LMTask(ids, ids, batch_size=1, seq_len=20, reset_on=0)
+    loss, _ = task.train_step(model, 1.0)
+    x, y = task.train[0]  # (T, 1)
+    cuts = [*(x[:, 0] == 0).nonzero().flatten().tolist(), x.shape[0]]
+    logits = torch.cat([model(x[a:b])[0] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+    torch.testing.assert_close(loss, F.cross_entropy(logits.flatten(0, 1), y.flatten()))
+    plain = LMTask(ids, ids, batch_size=1, seq_len=20)
+    assert not torch.allclose(plain.train_step(model, 1.0)[0], loss)
+    with pytest.raises(ValueError, match="reset_on must be >= 0"):
+        LMTask(ids, ids, batch_size=1, seq_len=20, reset_on=-1)

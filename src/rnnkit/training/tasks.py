@@ -65,6 +65,9 @@ class LMTask:
         batch_size: B streams (the global batch; each of W ranks takes B / W of them).
         seq_len: k1, tokens per step and stream.
         bptt_window: k2 <= k1, or None for k1.
+        reset_on: a token id that starts a document (e.g. a separator), or None. Where a stream reads
+            it, its state starts again from the model's initial state (``reset`` of the recurrent
+            layer), in training and in validation, so documents do not leak into each other.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class LMTask:
         seq_len: int,
         bptt_window: int | None = None,
         device: torch.device | str = "cpu",
+        reset_on: int | None = None,
     ) -> None:
         self.train = TBPTTStream(train_ids, batch_size, seq_len)
         self.valid = TBPTTStream(valid_ids, batch_size, seq_len)
@@ -83,6 +87,9 @@ class LMTask:
             if bptt_window > seq_len:
                 raise InputError(f"bptt_window (k2) must be <= seq_len (k1) = {seq_len}, got {bptt_window}")
         self.bptt_window = bptt_window
+        if reset_on is not None:
+            check_int("reset_on", reset_on, minimum=0)
+        self.reset_on = reset_on
         self.device = torch.device(device)
         self.columns = slice(None)  # this rank's streams
         self.state: State | None = None  # carried from chunk to chunk
@@ -109,12 +116,12 @@ class LMTask:
         k2 = self.bptt_window
         if k2 is not None and k2 < x.shape[0]:
             with torch.no_grad():  # advance the state through the first k1 - k2 steps, no graph
-                _, state = model(x[: x.shape[0] - k2], state)
+                _, state = model(x[: x.shape[0] - k2], state, **resets(x[: x.shape[0] - k2], self.reset_on))
             x, y = x[-k2:], y[-k2:]
         if teacher_forcing < 1.0:
-            logits, state = model(x, state, teacher_forcing=teacher_forcing)  # (T, b, V)
+            logits, state = model(x, state, teacher_forcing=teacher_forcing, **resets(x, self.reset_on))
         else:
-            logits, state = model(x, state)
+            logits, state = model(x, state, **resets(x, self.reset_on))  # (T, b, V)
         self.state = state
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         with torch.no_grad():
@@ -132,7 +139,7 @@ class LMTask:
         self.state = None
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        total, correct, count = evaluate_stream(model, self.valid, self.columns)
+        total, correct, count = evaluate_stream(model, self.valid, self.columns, self.reset_on)
         total, correct, count = distributed.all_reduce_sum([total, correct, count], self.device)
         loss = total / count
         return {
@@ -167,18 +174,25 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
+def resets(tokens: Tensor, reset_on: int | None) -> dict[str, Tensor]:
+    """The model's ``reset`` keyword for a chunk (T, B): where ``tokens == reset_on``; {} for None, so
+    models without resets are called as before."""
+    return {} if reset_on is None else {"reset": tokens == reset_on}
+
+
 def evaluate_stream(
-    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None)
+    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None), reset_on: int | None = None
 ) -> tuple[float, float, float]:
     """Summed cross-entropy (nats), correct argmax predictions and token count over every chunk of
-    ``stream`` (its ``columns``), state carried across chunks. Uses no randomness (eval mode), so
-    running it does not change what training draws next."""
+    ``stream`` (its ``columns``), state carried across chunks (and reset where a stream reads
+    ``reset_on``). Uses no randomness (eval mode), so running it does not change what training draws
+    next."""
     with evaluating(model):
         device = next(model.parameters()).device
         total, correct, count, state = 0.0, 0.0, 0, None
         for k in range(len(stream)):
             x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
-            logits, state = model(x, state)  # (T, b, V)
+            logits, state = model(x, state, **resets(x, reset_on))  # (T, b, V)
             total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             correct += (logits.argmax(-1) == y).sum().item()
             count += y.numel()
