@@ -391,3 +391,16 @@ def test_bad_options_say_what_was_expected():
         Recurrent(GRUCell(3, 4), learn_initial_state="yes")
     with pytest.raises(InputError, match="impl='native' .* cannot run state dropout, zoneout"):
         rnn.LSTM(3, 4, zoneout=0.1, impl="native")(torch.randn(2, 1, 3))
+
+
+# -- the benchmark rows -----------------------------------------------------------------------------
+
+
+def test_bench_option_rows_time_each_option_against_the_plain_layer():
+    from rnnkit import bench
+
+    rows = bench.option_rows(repeats=1, models=["GRU"], T=3, B=2, H=4)
+    assert [r.name for r in rows] == [f"GRU {o}" for o in bench.OPTIONS]
+    assert all(r.peer == "without" and r.rnnkit_ms > 0 and r.peer_ms > 0 for r in rows)
+    table = bench.table({"rows": [bench.asdict(r) for r in rows]})
+    assert "| GRU zoneout | 2 | 4 | 1 | uni | fwd+bwd |" in table
