@@ -535,9 +535,12 @@ class Recurrent(nn.Module):
                 return t.squeeze(2)
             return t.movedim(2, 0) if self.batch_first else t
 
-        states = map_state(lambda *f: layout(torch.stack(f, 1)), *trace["states"])
+        def stack(f: Sequence[Tensor]) -> Tensor:  # one layer and direction: a view, no copy
+            return f[0].unsqueeze(1) if len(f) == 1 else torch.stack(f, 1)
+
+        states = map_state(lambda *f: layout(stack(f)), *trace["states"])
         names = trace["gates"][0].keys()
-        gates = {n: layout(torch.stack([g[n] for g in trace["gates"]], 1)) for n in names}
+        gates = {n: layout(stack([g[n] for g in trace["gates"]])) for n in names}
         return {"states": states, "gates": gates}
 
     def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
