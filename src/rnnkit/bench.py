@@ -6,6 +6,10 @@ and the plain Python loop, autograd through ``cell.step``, for every cell). Runs
 the contenders after a warm-up, and the median of ``repeats`` runs is reported; speedup = peer time /
 rnnkit time. Nothing here asserts a time: results go to docs/benchmarks.md.
 
+Option rows (:func:`option_rows`, ``"option"`` in the config) time each regularisation and state
+option of ``rnnkit.nn.LSTM`` / ``GRU`` (training mode, forward + backward) against the same layer
+without it; their peer is "without", and speedup < 1 is the option's cost (the bar is >= 1/1.3).
+
 Streaming rows (:func:`stream_rows`, ``"stream": True`` in the config, "step" in the table) time one
 generation step at B=1: ``rnnkit.nn.LSTM(...).step`` against ``torch.nn.LSTM`` called on a single
 time step, the state passed back in; their times are per step.
@@ -231,6 +235,67 @@ def stream_rows(
     return rows
 
 
+# option -> (the layer's keyword arguments, forward keyword arguments, layers); the baseline is the same
+# layer (same layers) with none of them. "states" times forward_with_states against forward.
+OPTIONS: dict[str, tuple[dict[str, Any], str | None, int]] = {
+    "input_dropout (variational)": ({"input_dropout": 0.25, "variational": True}, None, 1),
+    "dropout between layers (variational)": ({"dropout": 0.25, "variational": True}, None, 2),
+    "state_dropout": ({"state_dropout": 0.25}, None, 1),
+    "zoneout": ({"zoneout": 0.1}, None, 1),
+    "weight_drop": ({"weight_drop": 0.5}, None, 1),
+    "learn_initial_state": ({"learn_initial_state": True}, None, 1),
+    "reset mask": ({}, "reset", 1),
+    "every step's states": ({}, "states", 1),
+}
+
+
+def _option_timer(model: torch.nn.Module, x: torch.Tensor, extra: str | None) -> Callable[[], float]:
+    reset = torch.rand(x.shape[:2]) < 0.01 if extra == "reset" else None  # ~1 boundary per 100 tokens
+
+    def run() -> float:
+        start = time.perf_counter()
+        if extra == "states":
+            out = model.forward_with_states(x)
+            y = out.output + out.states[0][:, -1].sum()  # the states take part in the loss
+        else:
+            y, _ = model(x, reset=reset)
+        y.sum().backward()
+        return time.perf_counter() - start
+
+    return run
+
+
+def option_rows(
+    repeats: int = 7, models: list[str] | None = None, T: int = 100, B: int = 64, H: int = 256
+) -> list[Row]:
+    """Each option in :data:`OPTIONS` against the same drop-in without it, training mode, forward +
+    backward on (T, B, H) inputs, the two alternated after a warm-up; median of ``repeats``."""
+    rows = []
+    for name in models or ["LSTM", "GRU"]:
+        make, _, gates = MODELS[name]
+        for option, (kwargs, extra, layers) in OPTIONS.items():
+            torch.manual_seed(0)
+            plain = make(H, H, layers, False, "auto").train()
+            model = type(plain)(H, H, layers, **kwargs).train()
+            model.load_state_dict(plain.state_dict(), strict=False)
+            x = torch.randn(T, B, H, requires_grad=True)
+            timers = {"with": _option_timer(model, x, extra), "without": _option_timer(plain, x, None)}
+            times: dict[str, list[float]] = {k: [] for k in timers}
+            for _ in range(2):
+                for t in timers.values():
+                    t()
+            for _ in range(repeats):
+                for k, t in timers.items():
+                    times[k].append(t())
+            ours, theirs = statistics.median(times["with"]), statistics.median(times["without"])
+            cfg = {"T": T, "B": B, "H": H, "D": H, "layers": layers, "bidirectional": False}
+            cfg.update({"backward": True, "option": option})
+            rate = flops(gates, T, B, H, H, layers, False, True) / ours / 1e9
+            speedup = theirs / ours
+            rows.append(Row(f"{name} {option}", cfg, ours * 1e3, "without", theirs * 1e3, speedup, rate))
+    return rows
+
+
 def run(
     quick: bool = False,
     models: list[str] | None = None,
@@ -238,22 +303,28 @@ def run(
     progress: bool = True,
     peers: tuple[str, ...] = ("torch", "loop"),
     stream: bool = True,
+    options: bool = False,
+    grid_rows: bool = True,
 ) -> dict[str, Any]:
-    """The grid (``quick``: one point) and, with ``stream``, the streaming rows of :func:`stream_rows`
-    for the chosen models among LSTM, GRU and RNN (``quick``: 50 steps a run instead of 200)."""
+    """The grid (``quick``: one point; none without ``grid_rows``), with ``stream`` the streaming rows
+    of :func:`stream_rows` for the chosen models among LSTM, GRU and RNN (``quick``: 50 steps a run
+    instead of 200), and with ``options`` the option rows of :func:`option_rows` (LSTM, GRU)."""
     from tqdm import tqdm
 
     names = models or list(MODELS)
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
-    jobs = [(n, cfg) for cfg in grid(quick) for n in names]
+    jobs = [(n, cfg) for cfg in grid(quick) for n in names] if grid_rows else []
     rows: list[Row] = []
     for name, cfg in tqdm(jobs, desc="bench", disable=not progress, file=None):
         rows += compare(name, cfg, repeats, peers)
     streamed = [n for n in names if n in STREAM_MODELS]
     if stream and streamed:
         rows += stream_rows(repeats, steps=50 if quick else 200, models=streamed)
+    optioned = [n for n in names if n in ("LSTM", "GRU")]
+    if options and optioned:
+        rows += option_rows(repeats, optioned)
     return {"machine": machine(), "packed_gemm_gflops": gemm_rate(), "rows": [asdict(r) for r in rows]}
 
 
@@ -266,6 +337,13 @@ def table(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         c = r["config"]
         digits = 3 if c.get("stream") else 2  # a streaming row is one step: a fraction of a ms
+        if c.get("option"):  # an option row: its cost against the same layer without it
+            lines.append(
+                f"| {r['name']} | {c['B']} | {c['H']} | {c['layers']} | uni | fwd+bwd "
+                f"| {r['rnnkit_ms']:.2f} | without | {r['peer_ms']:.2f} | {r['speedup']:.2f} "
+                f"| {r['rnnkit_gflops']:.0f} |"
+            )
+            continue
         lines.append(
             f"| {r['name']} | {c['B']} | {c['H']} | {c['layers']} | {'bi' if c['bidirectional'] else 'uni'} "
             f"| {'step' if c.get('stream') else 'fwd+bwd' if c['backward'] else 'fwd'} "

@@ -70,6 +70,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=not args.no_progress,
         stream=not args.no_stream,
+        options=args.options or args.options_only,
+        grid_rows=not args.options_only,
     )
     if args.json:
         print(json.dumps(report))
@@ -822,6 +824,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-stream", action="store_true", help="skip the streaming rows (one step at B=1, H=512, 2 layers)"
     )
+    bench.add_argument(
+        "--options",
+        action="store_true",
+        help="also time each regularisation/state option of LSTM and GRU against the same layer without it "
+        "(training, fwd+bwd, T=100, B=64, H=256)",
+    )
+    bench.add_argument("--options-only", action="store_true", help="only the option rows (implies --options)")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(func=cmd_bench)
     return parser

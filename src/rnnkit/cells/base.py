@@ -56,6 +56,13 @@ def map_state(fn: Callable[..., Tensor], *states: State) -> State:
     return fn(*states)
 
 
+def mask_first(state: State, mask: Tensor) -> State:
+    """The state with its first field (``h``) multiplied by ``mask``; the other fields as they are."""
+    if isinstance(state, tuple):
+        return type(state)(state[0] * mask, *state[1:])
+    return state * mask
+
+
 def state_fields(state: State) -> tuple[Tensor, ...]:
     """The tensors of a state, in field order."""
     return tuple(state) if isinstance(state, tuple) else (state,)
@@ -165,6 +172,16 @@ class Cell(nn.Module):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One time step: ``x`` (B, input_size), ``state`` -> (``y`` (B, output_size), state)."""
         raise NotImplementedError
+
+    def masked_step(self, x: Tensor, state: State, mask: Tensor) -> tuple[Tensor, State]:
+        """:meth:`step` with the state multiplied by ``mask`` where it enters the recurrent products
+        (state dropout, Gal & Ghahramani 2016, https://arxiv.org/abs/1512.05287); the state carried on
+        stays unmasked. ``mask`` has the shape of the state's first field (``h``).
+
+        This default masks the first field and calls :meth:`step`, which is exact for cells whose
+        ``h`` enters the step only through products (Elman, Jordan, LSTM: ``c`` is not masked). A cell
+        that also carries ``h`` on directly (GRU: ``z * h``) overrides it."""
+        return self.step(x, mask_first(state, mask))
 
     def init_state(self, batch_size: int, *, dtype: torch.dtype | None = None, device: Any = None) -> State:
         """The zero state for a batch: tensors ``(batch_size, n)`` in ``state_size``'s structure."""

@@ -58,6 +58,14 @@ class GRUCell(Cell):
         h = z * h + (1 - z) * n
         return h, h
 
+    def masked_step(self, x: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """State dropout: the masked ``h`` feeds the gates' products, the unmasked one is carried on
+        (``z * h``), as in Gal & Ghahramani's GRU; masking the carried ``h`` too would rescale it by
+        1/(1-p) at every step."""
+        r, z, n = self._gates(x, h * mask)
+        h = z * h + (1 - z) * n
+        return h, h
+
     def gates(self, x: Tensor, h: Tensor) -> dict[str, Tensor]:
         """The step's gate activations, each (B, H): ``reset`` r and ``update`` z in (0, 1) and the
         candidate ``new`` n in (-1, 1). (For diagnostics; :meth:`step` computes the same.)"""

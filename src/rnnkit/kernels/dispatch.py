@@ -21,6 +21,7 @@ from torch import Tensor
 from ..cells import Cell
 from ..errors import InputError
 from .fused import fused_kernel, run_fused
+from .masks import Recurrence
 from .native import stack_is_native
 from .packed import MKLDNN
 from .traced import run_traced
@@ -60,11 +61,31 @@ def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
     return x.shape[1] * gates * H * H >= (train if grad else infer)
 
 
-def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: Tensor) -> Plan:
-    """Choose for input ``x`` (T, B, F)."""
+def plan(
+    cells: Sequence[Cell],
+    merge: str,
+    impl: str,
+    reference: Callable,
+    x: Tensor,
+    recs: Sequence[Recurrence] | None = None,
+) -> Plan:
+    """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
+    per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
+    these, so they take the fused kernels where those have them, else the reference loop; an option is
+    never dropped to reach a faster path."""
+    if recs is not None and impl == "native":
+        raise InputError(
+            "impl='native' (torch's own op) cannot run state dropout, zoneout, reset masks or return "
+            "per-step states; use impl='auto', 'fused' or 'reference'"
+        )
     if impl == "traced":
+        if recs is not None:
+            raise InputError(
+                "impl='traced' (for torch.export) runs the plain recurrence: no state dropout, zoneout, "
+                "reset masks or per-step states"
+            )
         return Plan(None, (run_traced,) * len(cells))
-    if impl in ("auto", "native"):
+    if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
         if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
             return Plan(op, ())
@@ -75,7 +96,11 @@ def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: T
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
     if impl in ("auto", "fused"):
-        missing = [type(c).__name__ for c in cells if fused_kernel(c) is None]
+        missing = [
+            type(c).__name__
+            for k, c in enumerate(cells)
+            if fused_kernel(c, recs[k] if recs is not None else None) is None
+        ]
         if not missing:
             return Plan(None, (run_fused,) * len(cells))
         if impl == "fused":

@@ -24,6 +24,16 @@ from ..cells.base import State
 from ..errors import check_bool, check_int
 from .recurrent import Recurrent
 
+# rnnkit's options beyond torch's arguments, passed to Recurrent._configure_state (all off by default)
+STATE_OPTIONS = (
+    "input_dropout",
+    "variational",
+    "state_dropout",
+    "zoneout",
+    "weight_drop",
+    "learn_initial_state",
+)
+
 
 class _TorchRNN(Recurrent):
     """What the three drop-ins share: torch's argument checks, parameter names and layout."""
@@ -43,6 +53,7 @@ class _TorchRNN(Recurrent):
         device: Any = None,
         dtype: Any = None,
         impl: str = "auto",
+        **options: Any,
     ) -> None:
         nn.Module.__init__(self)
         # torch's checks, in torch's wording
@@ -89,6 +100,10 @@ class _TorchRNN(Recurrent):
                 templates.append(template)
         self._templates = tuple(templates)  # a tuple: not registered, not in state_dict
         self.reset_parameters()
+        unknown = sorted(set(options) - set(STATE_OPTIONS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}")
+        self._configure_state(**options)  # rnnkit's extensions; all off by default
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
         raise NotImplementedError
@@ -96,8 +111,8 @@ class _TorchRNN(Recurrent):
     def reset_parameters(self) -> None:
         """torch's initialisation: every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name in self._flat_weights_names:  # torch's weights only: a learned initial state starts at 0
+            nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def layer_cells(self) -> Sequence[Cell]:
         # Point each template at the parameters the module holds *now*.
@@ -111,9 +126,10 @@ class _TorchRNN(Recurrent):
         input: Tensor | PackedSequence,
         hx: State | None = None,
         lengths: Tensor | Sequence[int] | None = None,
+        reset: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, State]:
-        """As torch; ``lengths`` (B,) is an rnnkit extension for padded batches."""
-        return super().forward(input, hx, lengths=lengths)
+        """As torch; ``lengths`` (B,) and ``reset`` are rnnkit extensions (see ``Recurrent.forward``)."""
+        return super().forward(input, hx, lengths=lengths, reset=reset)
 
     def _name(self) -> str:
         return self.mode.split("_")[0]
@@ -144,6 +160,14 @@ class _TorchRNN(Recurrent):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += f", bidirectional={self.bidirectional}"
+        reg = self.regularization
+        for name in ("input_dropout", "state_dropout", "weight_drop", "variational"):
+            if getattr(reg, name):
+                s += f", {name}={getattr(reg, name)}"
+        if reg.zoneout:
+            s += f", zoneout={reg.zoneout}"
+        if self.learn_initial_state:
+            s += ", learn_initial_state=True"
         return s
 
 
@@ -169,8 +193,6 @@ class RNN(_TorchRNN):
     ) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        if kwargs:
-            raise TypeError(f"RNN got unexpected keyword arguments {sorted(kwargs)}")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
@@ -186,6 +208,7 @@ class RNN(_TorchRNN):
             device=device,
             dtype=dtype,
             impl=impl,
+            **kwargs,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
@@ -212,6 +235,7 @@ class LSTM(_TorchRNN):
         device: Any = None,
         dtype: Any = None,
         impl: str = "auto",
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             input_size,
@@ -225,6 +249,7 @@ class LSTM(_TorchRNN):
             device=device,
             dtype=dtype,
             impl=impl,
+            **kwargs,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:
@@ -252,8 +277,6 @@ class GRU(_TorchRNN):
     ) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        if kwargs:
-            raise TypeError(f"GRU got unexpected keyword arguments {sorted(kwargs)}")
         super().__init__(
             input_size,
             hidden_size,
@@ -265,6 +288,7 @@ class GRU(_TorchRNN):
             device=device,
             dtype=dtype,
             impl=impl,
+            **kwargs,
         )
 
     def _make_cell(self, input_size: int, **factory: Any) -> Cell:

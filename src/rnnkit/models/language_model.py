@@ -77,7 +77,11 @@ class LanguageModel(nn.Module):
         return stack_states([c.init_state(batch, dtype=p.dtype, device=p.device) for c in self.rnn.cells])
 
     def forward(
-        self, tokens: Tensor, state: State | None = None, teacher_forcing: float = 1.0
+        self,
+        tokens: Tensor,
+        state: State | None = None,
+        teacher_forcing: float = 1.0,
+        reset: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         """Score the next token at every position.
 
@@ -89,6 +93,8 @@ class LanguageModel(nn.Module):
                 ``1 - teacher_forcing``, a token sampled from the model's own distribution at step t - 1
                 instead; step 0 always reads ``tokens[0]``. The sampled inputs are not differentiated
                 through (as in the paper). Runs one step at a time, so it is slower than 1.0.
+            reset: (T, B) bool or None: before step t, stream b starts again from the initial state
+                (a document boundary; see ``Recurrent.forward``).
 
         Returns:
             ``(logits, state)``: logits (T, B, V) (unnormalised) and the final state (as ``state``).
@@ -100,13 +106,15 @@ class LanguageModel(nn.Module):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {teacher_forcing!r}")
         if teacher_forcing < 1.0:
-            return self._scheduled_sampling(tokens, state, teacher_forcing)
+            return self._scheduled_sampling(tokens, state, teacher_forcing, reset)
         x = self.embedding(tokens)  # (T, B, H)
-        y, state = self.rnn(x, state)  # (T, B, H)
+        y, state = self.rnn(x, state, reset=reset)  # (T, B, H)
         logits = self.readout(self.dropout(y))  # (T, B, V)
         return logits, state
 
-    def _scheduled_sampling(self, tokens: Tensor, state: State | None, ratio: float) -> tuple[Tensor, State]:
+    def _scheduled_sampling(
+        self, tokens: Tensor, state: State | None, ratio: float, reset: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         steps = []
         inputs = tokens[0]  # (B,)
         for t in range(tokens.shape[0]):
@@ -115,6 +123,7 @@ class LanguageModel(nn.Module):
                     own = torch.multinomial(torch.softmax(steps[-1][0], -1), 1).squeeze(1)  # (B,)
                     truth = torch.rand(tokens.shape[1], device=tokens.device) < ratio  # (B,)
                     inputs = torch.where(truth, tokens[t], own)
-            y, state = self.rnn.step(self.embedding(inputs), state)  # (B, H)
+            step_reset = reset[t] if reset is not None else None
+            y, state = self.rnn.step(self.embedding(inputs), state, reset=step_reset)  # (B, H)
             steps.append(self.readout(self.dropout(y))[None])  # (1, B, V)
         return torch.cat(steps), state  # (T, B, V)

@@ -72,6 +72,9 @@ class LMTask:
         seq_len: k1, tokens per step and stream.
         bptt_window: k2 <= k1, or None for k1.
         free_chunks: validation chunks also run free (0: none).
+        reset_on: a token id that starts a document (e.g. a separator), or None. Where a stream reads
+            it, its state starts again from the model's initial state (``reset`` of the recurrent
+            layer), in training and in validation, so documents do not leak into each other.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class LMTask:
         bptt_window: int | None = None,
         device: torch.device | str = "cpu",
         free_chunks: int = 4,
+        reset_on: int | None = None,
     ) -> None:
         self.free_chunks = check_int("free_chunks", free_chunks, minimum=0)
         self.train = TBPTTStream(train_ids, batch_size, seq_len)
@@ -92,6 +96,9 @@ class LMTask:
             if bptt_window > seq_len:
                 raise InputError(f"bptt_window (k2) must be <= seq_len (k1) = {seq_len}, got {bptt_window}")
         self.bptt_window = bptt_window
+        if reset_on is not None:
+            check_int("reset_on", reset_on, minimum=0)
+        self.reset_on = reset_on
         self.device = torch.device(device)
         self.columns = slice(None)  # this rank's streams
         self.state: State | None = None  # carried from chunk to chunk
@@ -132,12 +139,12 @@ class LMTask:
         k2 = self.bptt_window
         if k2 is not None and k2 < x.shape[0]:
             with torch.no_grad():  # advance the state through the first k1 - k2 steps, no graph
-                _, state = model(x[: x.shape[0] - k2], state)
+                _, state = model(x[: x.shape[0] - k2], state, **resets(x[: x.shape[0] - k2], self.reset_on))
             x, y = x[-k2:], y[-k2:]
         if teacher_forcing < 1.0:
-            logits, state = model(x, state, teacher_forcing=teacher_forcing)  # (T, b, V)
+            logits, state = model(x, state, teacher_forcing=teacher_forcing, **resets(x, self.reset_on))
         else:
-            logits, state = model(x, state)
+            logits, state = model(x, state, **resets(x, self.reset_on))  # (T, b, V)
         self._parts.append(state)
         if i == n - 1:  # every share has run: the carried state, streams in order
             self.state = state if n == 1 else map_state(lambda *s: torch.cat(s, 1), *self._parts)
@@ -158,7 +165,7 @@ class LMTask:
         self.state, self._parts = None, []
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        sums = evaluate_stream(model, self.valid, self.columns, self.free_chunks)
+        sums = evaluate_stream(model, self.valid, self.columns, self.free_chunks, self.reset_on)
         total, correct, count, free_total, free_correct, free_count = distributed.all_reduce_sum(
             list(sums), self.device
         )
@@ -197,22 +204,33 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def resets(tokens: Tensor, reset_on: int | None) -> dict[str, Tensor]:
+    """The model's ``reset`` keyword for a chunk (T, B): where ``tokens == reset_on``; {} for None, so
+    models without resets are called as before."""
+    return {} if reset_on is None else {"reset": tokens == reset_on}
+
+
 @torch.no_grad()
 def evaluate_stream(
-    model: nn.Module, stream: TBPTTStream, columns: slice = slice(None), free_chunks: int = 0
+    model: nn.Module,
+    stream: TBPTTStream,
+    columns: slice = slice(None),
+    free_chunks: int = 0,
+    reset_on: int | None = None,
 ) -> tuple[float, float, float, float, float, float]:
     """Summed cross-entropy (nats), correct argmax predictions and token count over every chunk of
-    ``stream`` (its ``columns``), state carried across chunks; then the same three free-running (see
-    :func:`free_run`) over the first ``free_chunks`` chunks, each from the state the true text left.
-    Uses no randomness (eval mode, greedy), so running it does not change what training draws next."""
+    ``stream`` (its ``columns``), state carried across chunks (and reset where a stream reads
+    ``reset_on``); then the same three free-running (see :func:`free_run`) over the first
+    ``free_chunks`` chunks, each from the state the true text left. Uses no randomness (eval mode,
+    greedy), so running it does not change what training draws next."""
     with evaluating(model):
         device = next(model.parameters()).device
         sums, state = [0.0] * 6, None
         for k in range(len(stream)):
             x, y = (t[:, columns].to(device) for t in stream[k])  # (T, b)
             if k < free_chunks:
-                _add_scores(sums, 3, free_run(model, x, state), y)
-            logits, state = model(x, state)  # (T, b, V)
+                _add_scores(sums, 3, free_run(model, x, state, reset_on), y)
+            logits, state = model(x, state, **resets(x, reset_on))  # (T, b, V)
             _add_scores(sums, 0, logits, y)
     return tuple(sums)  # type: ignore[return-value]
 
@@ -224,12 +242,13 @@ def _add_scores(sums: list[float], at: int, logits: Tensor, y: Tensor) -> None:
 
 
 @torch.no_grad()
-def free_run(model: nn.Module, tokens: Tensor, state: State | None) -> Tensor:
+def free_run(model: nn.Module, tokens: Tensor, state: State | None, reset_on: int | None = None) -> Tensor:
     """The model fed its own predictions: step 0 reads ``tokens[0]`` (T, B), every later step the argmax
-    of the step before. Returns the logits (T, B, V), to be scored against the true next tokens."""
+    of the step before (a stream that writes ``reset_on`` starts a new document, as it would reading
+    it). Returns the logits (T, B, V), to be scored against the true next tokens."""
     steps, inputs = [], tokens[:1]  # (1, B)
     for _ in range(tokens.shape[0]):
-        logits, state = model(inputs, state)  # (1, B, V)
+        logits, state = model(inputs, state, **resets(inputs, reset_on))  # (1, B, V)
         steps.append(logits)
         inputs = logits.argmax(-1)
     return torch.cat(steps)
