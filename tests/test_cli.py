@@ -351,3 +351,20 @@ def test_the_seed_fixes_the_language_models_initial_weights(tmp_path):
         train_language_model(str(corpus), tmp_path / name, {"hidden": 8}, opts, progress=False)
     wa, wb = (load_checkpoint(tmp_path / n).model_state for n in ("a", "b"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_train_lm_reset_on_a_document_separator(tmp_path, capsys):
+    text = small_corpus(tmp_path).read_text()
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\f".join(text[i : i + 500] for i in range(0, len(text), 500)))  # 16 documents
+    run = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus), "--out", str(run), "--reset-on", "\\f", *TINY]) == 0
+    saved = json.loads((run / "config.json").read_text())["train"]
+    from rnnkit.lm import load_language_model
+
+    assert load_language_model(run).tokenizer.decode([saved["reset_on"]]) == "\f"
+    capsys.readouterr()
+    for bad, says in [("ab", "must be exactly one token"), ("\\x1e", "of reset_on is not in the vocabulary")]:
+        argv = ["train", "lm", "--data", str(corpus), "--out", str(tmp_path / bad[-1]), "--reset-on", bad]
+        assert main([*argv, *TINY]) == 2
+        assert says in capsys.readouterr().err

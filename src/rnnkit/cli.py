@@ -101,7 +101,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
         train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
     report = lm.train_language_model(
         args.data, args.out, model_opts, train_opts, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        resume=args.resume, progress=not args.no_progress,
+        reset_on=_unescape(args.reset_on), resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
     if not distributed.is_main():
@@ -463,6 +463,16 @@ def _is_nproc(argv: Sequence[str], i: int) -> bool:
     return a == "--nproc" or a.startswith("--nproc=") or (i > 0 and argv[i - 1] == "--nproc")
 
 
+def _unescape(text: str | None) -> str | None:
+    """Backslash escapes typed on a command line ('\\f', '\\n', '\\x1e') as the characters."""
+    if text is None:
+        return None
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read the escapes in {text!r}: {e}") from None
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """Draw a run's loss, gradient-norm and learning-rate curves as PNG files."""
     from rnnkit.training.plots import plot_run
@@ -578,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab-size", type=int,
         help="with --tokenizer word: keep the N most frequent tokens of the training text (two of them "
         "<unk>); rarer words become <unk> (default: every word)",
+    )  # fmt: skip
+    tlm.add_argument(
+        "--reset-on", metavar="TOKEN",
+        help="a token that starts each document (e.g. '\\f'; backslash escapes allowed): the hidden "
+        "state restarts there instead of running from one document into the next",
     )  # fmt: skip
     tlm.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell")
     tlm.add_argument("--hidden", type=int, help="hidden (and embedding) size")

@@ -57,12 +57,15 @@ def train_language_model(
     *,
     tokenizer: str | None = None,
     vocab_size: int | None = None,
+    reset_on: str | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a language model on a named dataset or a path; returns the trainer's report.
 
-    ``tokenizer`` is ``"char"`` (the default) or ``"word"`` (:class:`~rnnkit.data.WordTokenizer`:
+    ``reset_on``: the text of a token that starts each document (e.g. ``"\f"``); the hidden state
+    restarts there (see :class:`~rnnkit.training.trainer.TrainConfig`). ``tokenizer`` is ``"char"``
+    (the default) or ``"word"`` (:class:`~rnnkit.data.WordTokenizer`:
     words and punctuation, the ``vocab_size`` most frequent tokens of the training text, the rest
     ``<unk>``). Either is fitted on the training text and saved in the run directory, where
     ``generate`` and ``evaluate`` find it. On ``resume`` the saved one is used; the options, if given,
@@ -97,6 +100,14 @@ def train_language_model(
         tok = CharTokenizer.fit(splits.train, allow_unknown=bool(unseen))
     train_ids = tok.encode(splits.train, source=f"{data} (train)")
     valid_ids = tok.encode(splits.valid, source=f"{data} (valid)")
+    if reset_on is not None:  # the document separator, as text: one token of the vocabulary
+        ids = tok.encode(reset_on, source="reset_on")
+        if ids.numel() != 1 or tok.decode(ids) != reset_on:
+            raise InputError(
+                f"reset_on must be exactly one token of the vocabulary; {reset_on!r} is "
+                f"{ids.numel()} token(s){' or unknown' if ids.numel() == 1 else ''}"
+            )
+        train_options = {**train_options, "reset_on": int(ids[0])}
     config = TrainConfig(**train_options)
     torch.manual_seed(config.seed)  # --seed fixes the initial weights too
     model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, **model_options))

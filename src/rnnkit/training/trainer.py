@@ -66,6 +66,9 @@ class TrainConfig:
         seq_len: k1 = tau, tokens per stream and step; the truncated BPTT window.
         bptt_window: k2 <= k1: gradients flow back through only the last k2 steps of each chunk
             (Williams & Peng 1990); None = k1.
+        reset_on: language models: the id of a token that starts each document; where a stream reads
+            it, its state starts again from the initial state (training and validation), so documents
+            read as one stream do not leak into each other. None: the state runs on.
         accumulate: gradient accumulation: each optimizer step runs the batch as this many micro-batches,
             one after another (each of B / accumulate streams, carrying its own share of the state), and
             sums their gradients; the same step as the whole batch at once, in a fraction of the memory.
@@ -98,6 +101,7 @@ class TrainConfig:
     batch_size: int = 32
     seq_len: int = 64
     bptt_window: int | None = None
+    reset_on: int | None = None
     accumulate: int = 1
     optimizer: str = "adamw"
     lr: float = 2e-3
@@ -130,6 +134,8 @@ class TrainConfig:
                      "log_every", "step_size", "plateau_patience", "max_bad_steps",
                      "accumulate"):  # fmt: skip
             check_int(name, getattr(self, name))
+        if self.reset_on is not None:
+            check_int("reset_on", self.reset_on, minimum=0)
         for name in ("bptt_window", "patience"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name))
@@ -202,7 +208,8 @@ def train_lm(
         :func:`fit`'s report, with ``"valid_bpc"``, the final validation loss in bits per token.
     """
     device = next(model.parameters()).device
-    task = LMTask(train_ids, valid_ids, config.batch_size, config.seq_len, config.bptt_window, device)
+    task = LMTask(train_ids, valid_ids, config.batch_size, config.seq_len, config.bptt_window, device,
+                  reset_on=config.reset_on)  # fmt: skip
     report = fit(model, task, config, run_dir, resume=resume, progress=progress)
     return {**report, "valid_bpc": report["valid_loss"] / LN2}
 
