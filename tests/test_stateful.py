@@ -169,3 +169,35 @@ def test_bad_input_is_refused_clearly():
         wrapper.reset([2])
     with pytest.raises(InputError, match=r"a mask needs one bool per stream, shape \(2,\)"):
         wrapper.reset([True, False, True])
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm-peephole", "jordan"])
+def test_reset_marks_in_chunks_equal_one_pass_with_the_same_marks(name):
+    """Per-step reset marks (document starts) passed chunk by chunk give the one pass's outputs; a
+    stream with no new steps in a chunk ignores its marks; resets go to a learned initial state."""
+    torch.manual_seed(5)
+    layer = Recurrent(CELLS[name](), num_layers=2, learn_initial_state=True).double()
+    with torch.no_grad():
+        for p in (layer.initial_h, getattr(layer, "initial_c", layer.initial_h)):
+            p.normal_()  # not zeros: a reset to zeros would be wrong
+    x = torch.randn(9, 3, F, dtype=torch.float64)
+    marks = torch.zeros(9, 3, dtype=torch.bool)
+    marks[[3, 6], 0] = True
+    marks[4, 2] = True
+    whole, _ = layer(x, reset=marks)
+    wrapper, outs = Stateful(layer), []
+    for start, stop in [(0, 4), (4, 5), (5, 9)]:
+        outs.append(wrapper(x[start:stop], reset=marks[start:stop]))
+    torch.testing.assert_close(torch.cat(outs), whole, rtol=0, atol=1e-12)
+
+    idle = Stateful(layer)
+    idle(x[:4])
+    before = [s.clone() for s in state_fields(idle.state)]
+    idle(x[4:6], lengths=[0, 2, 2], reset=torch.ones(2, 3, dtype=torch.bool))
+    for b, a in zip(before, state_fields(idle.state), strict=True):
+        torch.testing.assert_close(a[:, 0], b[:, 0], rtol=0, atol=0)  # stream 0 took no step
+
+    idle.reset([1])
+    fresh = state_fields(layer.initial_state(3))
+    for f, s in zip(fresh, state_fields(idle.state), strict=True):
+        torch.testing.assert_close(s[:, 1], f[:, 1])  # back to the learned state, not zeros

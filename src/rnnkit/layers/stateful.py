@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import State, map_state, stack_states
+from ..cells.base import State, map_state
 from ..errors import InputError, check
 from .recurrent import Recurrent
 
@@ -42,6 +42,9 @@ class Stateful(nn.Module):
         lengths: (B,) new steps per stream, 0 <= lengths[b] <= T; all T if omitted. A stream's steps
             past its length are padding: they are not read, its state stays at its last real step and
             its outputs there are zeros.
+        reset: (T, B) bool ((B, T) with batch_first): a stream starts again from the layer's initial
+            state (zeros, or its learned one) before the steps marked, e.g. at each document's first
+            token. A stream that takes no new step ignores its marks.
 
     Returns:
         the layer's output for the chunk, (T, B, O) ((B, T, O) batch_first), zeros at padded steps.
@@ -66,7 +69,9 @@ class Stateful(nn.Module):
         self.layer = layer
         self.state: State | None = None
 
-    def forward(self, chunk: Tensor, lengths: Tensor | Sequence[int] | None = None) -> Tensor:
+    def forward(
+        self, chunk: Tensor, lengths: Tensor | Sequence[int] | None = None, reset: Tensor | None = None
+    ) -> Tensor:
         if not isinstance(chunk, Tensor):
             raise TypeError(f"Stateful: chunk must be a Tensor, got {type(chunk).__name__}")
         layout = "(B, T, F)" if self.layer.batch_first else "(T, B, F)"
@@ -92,17 +97,17 @@ class Stateful(nn.Module):
                 lengths = lengths.clamp(min=1)  # Recurrent runs >= 1 step; the idle streams are undone below
             else:
                 idle = None
-        # the one call: a per-step reset mask will pass through here as well
-        y, state = self.layer(chunk, self.state, lengths=lengths)
+        y, state = self.layer(chunk, self.state, lengths=lengths, reset=reset)  # the one call
         if idle is not None:
-            before = self.state if self.state is not None else self._zeros(B, chunk)
+            before = self.state if self.state is not None else self.layer.initial_state(B)
             state = map_state(lambda new, old: torch.where(idle[:, None], old, new), state, before)
             y = y.masked_fill(idle[:, None, None] if batch_dim == 0 else idle[None, :, None], 0.0)
         self.state = state
         return y
 
     def reset(self, streams: Tensor | Sequence[int] | Sequence[bool] | None = None) -> None:
-        """Start streams afresh (their state back to zeros, the initial state) before the next chunk.
+        """Start streams afresh (their state back to the layer's initial state: zeros, or its learned
+        one) before the next chunk.
 
         ``streams``: None for all (the next chunk may then have any number of streams), a (B,) bool mask,
         or a list / tensor of stream indices.
@@ -132,7 +137,9 @@ class Stateful(nn.Module):
                     low >= -B and high < B, f"reset: stream indices must be in [{-B}, {B - 1}], got {streams}"
                 )
             index = index % B
-        self.state = map_state(lambda s: s.index_fill(1, index, 0.0), self.state)
+        fresh = self.layer.initial_state(B)
+        restart = lambda s, f: s.index_copy(1, index, f.index_select(1, index))  # noqa: E731
+        self.state = map_state(restart, self.state, fresh)
 
     def detach(self) -> None:
         """Cut the graph behind the state (truncated BPTT): later backward passes stop here."""
@@ -141,10 +148,6 @@ class Stateful(nn.Module):
 
     def _fields(self) -> tuple[Tensor, ...]:
         return tuple(self.state) if isinstance(self.state, tuple) else (self.state,)
-
-    def _zeros(self, batch: int, like: Tensor) -> State:
-        cells = self.layer.layer_cells()
-        return stack_states([c.init_state(batch, dtype=like.dtype, device=like.device) for c in cells])
 
     def extra_repr(self) -> str:
         return "no state" if self.state is None else f"{self._fields()[0].shape[1]} streams"
