@@ -2,10 +2,12 @@
 
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
-- "fused": rnnkit's fused kernels (analytic BPTT, packed weights), per layer and direction.
+- "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
+  ``fused.py`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
+  (minGRU, minLSTM) the parallel scan of ``scan.py``.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
   kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel; else reference.
+  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import InputError
 from .fused import fused_kernel, run_fused
 from .native import stack_is_native
 from .packed import MKLDNN
+from .scan import run_scan, scan_kernel
 
 IMPLS = ("auto", "native", "fused", "reference")
 
@@ -70,6 +73,8 @@ def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: T
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
     if impl in ("auto", "fused"):
+        if all(scan_kernel(c) is not None for c in cells):
+            return Plan(None, (run_scan,) * len(cells))
         missing = [type(c).__name__ for c in cells if fused_kernel(c) is None]
         if not missing:
             return Plan(None, (run_fused,) * len(cells))
