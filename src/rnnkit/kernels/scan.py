@@ -35,6 +35,7 @@ from torch import Tensor
 from ..cells import Cell
 from ..cells.base import State
 from ..cells.minimal import MinGRUCell, MinLSTMCell
+from ..errors import check
 from .masks import reverse_padded, step_mask
 
 
@@ -70,16 +71,11 @@ class LinearScan(torch.autograd.Function):
     def backward(ctx, dh: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
         a, h, h0 = ctx.saved_tensors
         # reversed time s = T-1-t: r_s = dh_{T-1-s} + a_{T-s} r_{s-1}, so the coefficients are a[1:]
-        # reversed, after an unused first one (h0=None: _scan never reads it)
-        back = torch.empty_like(a)
-        back[1:] = a[1:].flip(0)
-        back[0] = 1.0
-        g = _scan(back, dh.flip(0), None).flip(0)  # (T, ...)
-        da = None
-        if ctx.needs_input_grad[0]:
-            da = torch.empty_like(g)
-            torch.mul(g[1:], h[:-1], out=da[1:])
-            torch.mul(g[0], h0, out=da[0])
+        # reversed, after a first one that multiplies the zero r_{-1}. Written with differentiable ops
+        # (linear_scan again), so double backward works too.
+        back = torch.cat([torch.ones_like(a[:1]), a[1:].flip(0)])
+        g = linear_scan(back, dh.flip(0), torch.zeros_like(h0)).flip(0)  # (T, ...)
+        da = g * torch.cat([h0[None], h[:-1]]) if ctx.needs_input_grad[0] else None
         dh0 = a[0] * g[0] if ctx.needs_input_grad[2] else None
         return da, g, dh0
 
@@ -94,6 +90,15 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         h: (T, ...), the state after every step. Differentiable in a, b and h0 (the backward is a
         reverse scan; see :class:`LinearScan`).
     """
+    check(
+        a.dim() >= 1 and a.shape[0] >= 1 and a.shape == b.shape,
+        f"linear_scan: a and b must have the same shape (T, ...) with T >= 1, got {tuple(a.shape)} "
+        f"and {tuple(b.shape)}",
+    )
+    check(
+        h0.shape == a.shape[1:],
+        f"linear_scan: h0 must be one step's shape {tuple(a.shape[1:])}, got {tuple(h0.shape)}",
+    )
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or h0.requires_grad):
         return LinearScan.apply(a, b, h0)
     return _scan(a, b, h0)
