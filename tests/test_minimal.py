@@ -361,3 +361,27 @@ def test_bad_input_to_linear_scan():
         linear_scan(a, a, torch.zeros(3))
     with pytest.raises(InputError, match="T >= 1"):
         linear_scan(a[:0], a[:0], torch.zeros(2, 3))
+
+
+# -- the language model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_train_lm_and_generate_with_a_minimal_cell(cell, tmp_path, capsys, one_thread):
+    import json
+
+    from rnnkit.cli import main
+
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text("the king is dead, long live the king.\nmy lord, the queen is in the garden.\n" * 40)
+    run = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(corpus), "--out", str(run), "--cell", cell, "--layers", "2",
+            "--hidden", "24", "--steps", "30", "--batch", "4", "--seq-len", "16", "--lr", "1e-2",
+            "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads((run / "config.json").read_text())["model"]["cell"] == cell
+    assert report["valid_loss"] < math.log(report["vocab_size"]) - 0.5  # it learned something
+    assert main(["generate", str(run), "--prime", "the ", "--length", "20", "--json"]) == 0
+    text = json.loads(capsys.readouterr().out)["text"]
+    assert text.startswith("the ") and len(text) == 24
