@@ -40,8 +40,8 @@ def sequential(layer: Recurrent, x: torch.Tensor) -> torch.Tensor:
     cell = layer.cells[0]
     a, b = COEFFICIENTS[type(cell)](cell, x)  # (T, B, H) each
     h, hs = torch.zeros_like(a[0]), []
-    for t in range(x.shape[0]):
-        h = a[t] * h + b[t]
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0), strict=True):  # unbind: indexing a[t] would make
+        h = a_t * h + b_t  # autograd write a full (T, B, H) gradient for every step
         hs.append(h)
     return torch.stack(hs)
 
@@ -120,8 +120,15 @@ def main() -> None:
     p.add_argument("--infer", action="store_true", help="also time forward only, under no_grad")
     p.add_argument("--no-log-space", action="store_true", help="leave out the log-space contender")
     p.add_argument("--log-space-max-T", type=int, default=2048, help="the log-space scan only up to this T")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's); 1 is steadier on a busy machine",
+    )
     p.add_argument("--out", help="write the rows and the machine here (JSON)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = []
     load = [os.getloadavg()[0]]

@@ -302,8 +302,9 @@ def run_cell(
         x = reverse_padded(x, lengths)
     alive = step_mask(x.shape[0], lengths)
     ys = []
-    for t in range(x.shape[0]):
-        y, new = cell.step(x[t], state)
+    # unbind, not x[t]: autograd turns each x[t] into a full (T, B, F) gradient, O(T^2) in all
+    for t, x_t in enumerate(x.unbind(0)):
+        y, new = cell.step(x_t, state)
         if alive is not None:  # past its end a sequence keeps its state and outputs zeros
             new = map_state(lambda n, s, a=alive[t]: torch.where(a, n, s), new, state)
             y = torch.where(alive[t], y, 0.0)
