@@ -50,7 +50,8 @@ class Recurrent(nn.Module):
         input_size: layer 0's input size; required with a factory, checked against a cell.
         impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
             own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
-            Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT), or
+            Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT; for minGRU and
+            minLSTM the parallel scan), or
             "reference" (the readable loop over ``cell.step``). See ``kernels/dispatch.py``.
 
     Forward:
