@@ -3,8 +3,10 @@
 Contenders, all one layer (input size = hidden size H), the same parameters, forward + backward of
 ``y.sum()`` (``--infer``: forward only, under ``torch.no_grad()``):
 
-- ``scan``: ``Recurrent(cell)`` with impl="auto", i.e. ``kernels/scan.run_scan``: one input product for
-  all steps, then the odd-even linear scan with its reverse-scan backward;
+- ``scan``: ``Recurrent(cell)`` with impl="auto", i.e. ``kernels/scan.run_scan``: per block of steps
+  (``BLOCK_ELEMENTS``: 256 steps at B=16, H=256) one input product, then the odd-even linear scan
+  with its reverse-scan backward;
+- ``one block``: the same with the whole sequence as one block (what the block size is measured by);
 - ``reference``: ``Recurrent(cell, impl="reference")``, the loop over ``cell.step`` (a product per step);
 - ``sequential``: the same coefficients as the scan (one product for all steps), then a plain Python
   loop ``h = a[t] * h + b[t]`` with autograd: what the scan replaces, and nothing else;
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 
 from rnnkit import MinGRUCell, MinLSTMCell, Recurrent
 from rnnkit.bench import machine
+from rnnkit.kernels import scan
 from rnnkit.kernels.scan import COEFFICIENTS
 
 
@@ -56,6 +59,14 @@ def log_space(layer: Recurrent, x: torch.Tensor) -> torch.Tensor:
     return torch.exp(a_star + torch.logcumsumexp(-F.softplus(-k_z) + log_g - a_star, 0))
 
 
+def one_block(layer: Recurrent, x: torch.Tensor) -> torch.Tensor:
+    block, scan.BLOCK_ELEMENTS = scan.BLOCK_ELEMENTS, x.numel() * 4
+    try:
+        return layer(x)[0]
+    finally:
+        scan.BLOCK_ELEMENTS = block
+
+
 def contenders(cell: str, H: int, log: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     torch.manual_seed(0)
     Cell = {"minGRU": MinGRUCell, "minLSTM": MinLSTMCell}[cell]
@@ -64,6 +75,7 @@ def contenders(cell: str, H: int, log: bool) -> dict[str, Callable[[torch.Tensor
     ref.load_state_dict(fast.state_dict())
     out = {
         "scan": lambda x: fast(x)[0],
+        "one block": lambda x: one_block(fast, x),
         "reference": lambda x: ref(x)[0],
         "sequential": lambda x: sequential(fast, x),
     }
@@ -100,9 +112,9 @@ def measure(cell: str, T: int, B: int, H: int, repeats: int, train: bool, log: b
 
 
 def table(rows: list[dict]) -> str:
-    names = ["scan", "reference", "sequential", "log-space"]
-    lines = ["| cell | pass | T | " + " | ".join(f"{n} ms" for n in names) + " | reference / scan | "
-             "sequential / scan | log-space / scan |", "|---" * 10 + "|"]  # fmt: skip
+    names = ["scan", "one block", "reference", "sequential", "log-space"]
+    lines = ["| cell | pass | T | " + " | ".join(f"{n} ms" for n in names) + " | "
+             + " | ".join(f"{n} / scan" for n in names[1:]) + " |", "|---" * 12 + "|"]  # fmt: skip
     for r in rows:
         ms = [f"{r['ms'][n]:.1f}" if n in r["ms"] else "-" for n in names]
         ratio = [f"{r['vs_scan'][n]:.2f}" if n in r["vs_scan"] else "-" for n in names[1:]]

@@ -172,6 +172,25 @@ def test_scan_equals_reference_float32(name, layers, bidirectional, with_lengths
         assert bool((y[5:, 1] == 0).all()) and bool((y[1:, 2] == 0).all())
 
 
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_scan_in_blocks_equals_reference(steps, monkeypatch):
+    # long sequences run in blocks of steps, each starting from the last one's state: blocks of 1, 3
+    # and 8 steps (of 21; the last block short), with lengths ending inside blocks, both directions
+    from rnnkit.kernels import scan
+
+    monkeypatch.setattr(scan, "BLOCK_ELEMENTS", steps * 4 * 4)  # B * H = 4 * 4
+    ref, fast = pair(CELLS["minlstm"], num_layers=2, bidirectional=True)
+    gen = torch.Generator().manual_seed(2)
+    x, state = torch.randn(21, 4, 3, generator=gen), torch.randn(4, 4, 4, generator=gen)
+    lengths = torch.tensor([21, 5, 1, 17])
+    y_ref, h_ref, g_ref = run(ref, x, state, lengths=lengths)
+    y, h, g = run(fast, x, state, lengths=lengths)
+    close(y, y_ref, 1e-5)
+    close(h, h_ref, 1e-5)
+    for key in g_ref:
+        close(g[key], g_ref[key], 1e-4)
+
+
 @pytest.mark.parametrize("Cell", [MinGRUCell, MinLSTMCell])
 @pytest.mark.parametrize("candidate", ["g", "linear"])
 def test_scan_gradcheck_float64(Cell, candidate):
