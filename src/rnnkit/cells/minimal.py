@@ -88,6 +88,12 @@ class MinGRUCell(_MinimalCell):
 
     Shapes: ``x_t`` (B, input_size), state ``h`` (B, H), ``y_t = h_t`` (B, H).
     As a scan (``kernels/scan.py``): ``a_t = 1 - z_t``, ``b_t = z_t * \tilde h_t``.
+
+    Args:
+        input_size, hidden_size: F and H.
+        bias: learn ``bias_ih`` (default True).
+        candidate: ``"g"`` (the paper's positive g, default) or ``"linear"`` (see the module docstring).
+        device, dtype: of the parameters.
     """
 
     blocks = 2
@@ -121,6 +127,15 @@ class MinLSTMCell(_MinimalCell):
 
     Shapes: ``x_t`` (B, input_size), state ``h`` (B, H), ``y_t = h_t`` (B, H).
     As a scan (``kernels/scan.py``): ``a_t = f'_t``, ``b_t = i'_t * \tilde h_t``.
+    The scan computes ``f'`` in the equivalent log form ``sigmoid(log f - log i)`` (Appendix B), which
+    stays finite where both gates underflow to 0 (pre-activations below about -100 in float32), where
+    this step's quotient would be 0/0.
+
+    Args:
+        input_size, hidden_size: F and H.
+        bias: learn ``bias_ih`` (default True).
+        candidate: ``"g"`` (the paper's positive g, default) or ``"linear"`` (see the module docstring).
+        device, dtype: of the parameters.
     """
 
     blocks = 3
