@@ -164,7 +164,7 @@ def run_scan(
         x = reverse_padded(x, lengths)
     T, B = x.shape[:2]
     alive = step_mask(T, lengths)  # (T, B, 1) or None
-    steps = max(1, BLOCK_ELEMENTS // (B * cell.hidden_size))
+    steps = max(1, BLOCK_ELEMENTS // max(1, B * cell.hidden_size))  # B may be 0
     hs, h = [], state
     # split, not slices: autograd turns each slice into a full (T, B, F) gradient
     for i, x_block in enumerate(x.split(steps)):
