@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit.nn as rnn
-from rnnkit import ElmanCell, GRUCell, InputError, JordanCell, LSTMCell, Recurrent
+from rnnkit import ElmanCell, GRUCell, InputError, JordanCell, LSTMCell, MinGRUCell, MinLSTMCell, Recurrent
 
 T, B, F, H = 5, 2, 4, 6  # sequence length, batch, input features, hidden units
 K = 4  # num_layers * num_directions of every layer built below (2 layers, bidirectional)
@@ -26,6 +26,8 @@ CELLS = {
     "jordan": lambda n: JordanCell(n, H, 3),
     "lstm": lambda n: LSTMCell(n, H),
     "gru": lambda n: GRUCell(n, H),
+    "mingru": lambda n: MinGRUCell(n, H),
+    "minlstm": lambda n: MinLSTMCell(n, H),
 }
 NAMES = ["RNN", "LSTM", "GRU"]
 
@@ -453,6 +455,8 @@ SIZED = {  # name -> (input_size, hidden_size) -> cell
     "jordan": lambda i, h: JordanCell(i, h, 3),
     "lstm": lambda i, h: LSTMCell(i, h),
     "gru": lambda i, h: GRUCell(i, h),
+    "mingru": lambda i, h: MinGRUCell(i, h),
+    "minlstm": lambda i, h: MinLSTMCell(i, h),
 }
 
 

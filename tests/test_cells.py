@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState, Recurrent
+from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState, MinGRUCell, MinLSTMCell, Recurrent
 
 F64 = torch.float64
 
@@ -48,6 +48,10 @@ CELLS = {
     "gru-textbook": lambda n: GRUCell(n, 3, reset_after=False, dtype=F64),
     "gru-nobias": lambda n: GRUCell(n, 3, bias=False, dtype=F64),
     "gru-textbook-nobias": lambda n: GRUCell(n, 3, bias=False, reset_after=False, dtype=F64),
+    "mingru": lambda n: MinGRUCell(n, 3, dtype=F64),
+    "mingru-linear-nobias": lambda n: MinGRUCell(n, 3, bias=False, candidate="linear", dtype=F64),
+    "minlstm": lambda n: MinLSTMCell(n, 3, dtype=F64),
+    "minlstm-linear-nobias": lambda n: MinLSTMCell(n, 3, bias=False, candidate="linear", dtype=F64),
 }
 
 
@@ -246,7 +250,37 @@ def np_lstm(P, x, state, *, peephole=False, norm=False, proj=False):
     return h_new, (h_new, c_new)
 
 
+def np_g(a):
+    return np.where(a >= 0, a + 0.5, sig(a))  # Feng et al. 2024, Appendix B
+
+
+def np_mingru(P, x, h, g=np_g):
+    H = h.shape[-1]
+    a = x @ P["weight_ih"].T + P["bias_ih"]
+    z, h_tilde = sig(a[:, :H]), g(a[:, H:])
+    h = (1 - z) * h + z * h_tilde
+    return h, h
+
+
+def np_minlstm(P, x, h, g=np_g):
+    H = h.shape[-1]
+    a = x @ P["weight_ih"].T + P["bias_ih"]
+    f, i, h_tilde = sig(a[:, :H]), sig(a[:, H : 2 * H]), g(a[:, 2 * H :])
+    h = f / (f + i) * h + i / (f + i) * h_tilde
+    return h, h
+
+
 NUMPY_CASES = {
+    "mingru": (lambda: MinGRUCell(3, 4, dtype=F64), np_mingru),
+    "mingru-linear": (
+        lambda: MinGRUCell(3, 4, candidate="linear", dtype=F64),
+        lambda P, x, h: np_mingru(P, x, h, g=lambda a: a),
+    ),
+    "minlstm": (lambda: MinLSTMCell(3, 4, dtype=F64), np_minlstm),
+    "minlstm-linear": (
+        lambda: MinLSTMCell(3, 4, candidate="linear", dtype=F64),
+        lambda P, x, h: np_minlstm(P, x, h, g=lambda a: a),
+    ),
     "elman-readout": (
         lambda: ElmanCell(3, 4, readout_size=2, readout_activation="sigmoid", dtype=F64),
         np_elman_readout,

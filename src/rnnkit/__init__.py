@@ -1,7 +1,8 @@
 """rnnkit: recurrent neural networks on PyTorch.
 
-Cells written from their equations (:mod:`rnnkit.cells`), one Recurrent layer that runs any cell
-over time (:class:`Recurrent`), and drop-ins for torch.nn's RNN, LSTM and GRU (:mod:`rnnkit.nn`).
+Cells written from their equations (:mod:`rnnkit.cells`: Elman, Jordan, LSTM, GRU, minGRU, minLSTM),
+one Recurrent layer that runs any cell over time (:class:`Recurrent`), and drop-ins for torch.nn's RNN,
+LSTM and GRU (:mod:`rnnkit.nn`).
 
 Names are imported on first use (PEP 562), so ``rnnkit --help`` does not pay for importing torch.
 """
@@ -20,6 +21,8 @@ _EXPORTS = {
     "JordanCell": "rnnkit.cells",
     "LSTMCell": "rnnkit.cells",
     "LSTMState": "rnnkit.cells",
+    "MinGRUCell": "rnnkit.cells",
+    "MinLSTMCell": "rnnkit.cells",
     "InputError": "rnnkit.errors",
     "Recurrent": "rnnkit.layers",
     "RNN": "rnnkit.layers",
@@ -39,6 +42,8 @@ __all__ = [
     "JordanCell",
     "LSTMCell",
     "LSTMState",
+    "MinGRUCell",
+    "MinLSTMCell",
     "Recurrent",
     "Stateful",
     "nn",
@@ -46,7 +51,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import nn
-    from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
+    from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState, MinGRUCell, MinLSTMCell
     from .errors import InputError
     from .layers import GRU, LSTM, RNN, Recurrent, Stateful
 

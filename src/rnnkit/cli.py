@@ -594,7 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a token that starts each document (e.g. '\\f'; backslash escapes allowed): the hidden "
         "state restarts there instead of running from one document into the next",
     )  # fmt: skip
-    tlm.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell")
+    tlm.add_argument(
+        "--cell", choices=["lstm", "gru", "rnn", "mingru", "minlstm"],
+        help="the recurrent cell (mingru, minlstm: the minimal RNNs of Feng et al. 2024, trained by a "
+        "parallel scan)",
+    )  # fmt: skip
     tlm.add_argument("--hidden", type=int, help="hidden (and embedding) size")
     tlm.add_argument("--layers", type=int, help="stacked recurrent layers")
     tlm.add_argument("--dropout", type=float, help="dropout between layers and before the readout")

@@ -5,5 +5,17 @@ from .elman import ElmanCell
 from .gru import GRUCell
 from .jordan import JordanCell
 from .lstm import LSTMCell
+from .minimal import MinGRUCell, MinLSTMCell
 
-__all__ = ["Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "LSTMState", "State", "activation"]
+__all__ = [
+    "Cell",
+    "ElmanCell",
+    "GRUCell",
+    "JordanCell",
+    "LSTMCell",
+    "LSTMState",
+    "MinGRUCell",
+    "MinLSTMCell",
+    "State",
+    "activation",
+]

@@ -2,12 +2,14 @@
 
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
-- "fused": rnnkit's fused kernels (analytic BPTT, packed weights), per layer and direction.
+- "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
+  ``fused.py`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
+  (minGRU, minLSTM) the parallel scan of ``scan.py``.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
   kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel; else reference.
+  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .fused import fused_kernel, run_fused
 from .masks import Recurrence
 from .native import stack_is_native
 from .packed import MKLDNN
+from .scan import run_scan, scan_kernel
 from .traced import run_traced
 
 IMPLS = ("auto", "native", "fused", "reference", "traced")
@@ -96,6 +99,8 @@ def plan(
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
     if impl in ("auto", "fused"):
+        if recs is None and all(scan_kernel(c) is not None for c in cells):
+            return Plan(None, (run_scan,) * len(cells))
         missing = [
             type(c).__name__
             for k, c in enumerate(cells)

@@ -70,7 +70,8 @@ class Recurrent(nn.Module):
         input_size: layer 0's input size; required with a factory, checked against a cell.
         impl: which implementation runs the stack: "auto" (the fastest exact one), "native" (torch's
             own fused op; only for stacks torch implements: plain LSTM, reset-after GRU, tanh/relu
-            Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT), or
+            Elman, merge="concat"), "fused" (rnnkit's fused kernels with analytic BPTT; for minGRU and
+            minLSTM the parallel scan), or
             "reference" (the readable loop over ``cell.step``), or "traced" (that loop as one traceable
             operator, for ``torch.export``; see ``rnnkit.export``). See ``kernels/dispatch.py``.
 
@@ -583,16 +584,17 @@ def run_cell(
     reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
     gated = trace is not None and hasattr(cell, "gates")
     ys, seen, gates = [], [], []
-    for t in range(x.shape[0]):
+    # unbind, not x[t]: autograd turns each x[t] into a full (T, B, F) gradient, O(T^2) in all
+    for t, x_t in enumerate(x.unbind(0)):
         if reset is not None:  # a new document: start again from the initial state
             state = map_state(lambda s, s0, r=reset[t]: torch.where(r, s0, s), state, rec.init)
         if rec.state_mask is None:
-            y, new = cell.step(x[t], state)
+            y, new = cell.step(x_t, state)
         else:
-            y, new = cell.masked_step(x[t], state, rec.state_mask)
+            y, new = cell.masked_step(x_t, state, rec.state_mask)
         if gated:  # what the step's gates saw: the masked state, as in masked_step
             mask = rec.state_mask
-            gates.append(cell.gates(x[t], state if mask is None else mask_first(state, mask)))
+            gates.append(cell.gates(x_t, state if mask is None else mask_first(state, mask)))
         if rec.zoneout is not None:
             y, new = zone_out(y, new, state, rec.zoneout, t)
         if alive is not None:  # past its end a sequence keeps its state and outputs zeros

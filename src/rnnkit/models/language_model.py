@@ -10,12 +10,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..cells import ElmanCell, GRUCell, LSTMCell
+from ..cells import ElmanCell, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell
 from ..cells.base import Cell, State, stack_states
 from ..errors import check_bool, check_int, check_probability
 from ..layers.recurrent import Recurrent
 
-CELLS: dict[str, type[Cell]] = {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}
+CELLS: dict[str, type[Cell]] = {
+    "lstm": LSTMCell,
+    "gru": GRUCell,
+    "rnn": ElmanCell,
+    "mingru": MinGRUCell,  # Feng et al. 2024: gates from the input only, trained by a parallel scan
+    "minlstm": MinLSTMCell,
+}
 
 
 @dataclass
@@ -24,7 +30,9 @@ class LMConfig:
 
     Attributes:
         vocab_size: V, the number of token ids.
-        cell: "lstm", "gru" or "rnn" (Elman, tanh).
+        cell: "lstm", "gru", "rnn" (Elman, tanh), or the minimal RNNs "mingru" / "minlstm" (Feng et al.
+            2024; their gates read only the input, so a whole chunk trains by a parallel scan and
+            several layers are needed for a good model).
         hidden: H, the hidden size; also the embedding size (so the readout can be tied).
         layers: K, stacked recurrent layers.
         dropout: on each recurrent layer's output (between layers and before the readout).
