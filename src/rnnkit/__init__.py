@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cell": "rnnkit.cells",
+    "ConvGRUCell": "rnnkit.cells",
+    "ConvLSTMCell": "rnnkit.cells",
     "ElmanCell": "rnnkit.cells",
     "GRUCell": "rnnkit.cells",
     "JordanCell": "rnnkit.cells",
@@ -32,6 +34,8 @@ __all__ = [
     "LSTM",
     "RNN",
     "Cell",
+    "ConvGRUCell",
+    "ConvLSTMCell",
     "ElmanCell",
     "GRUCell",
     "InputError",
@@ -44,7 +48,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import nn
-    from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
+    from .cells import Cell, ConvGRUCell, ConvLSTMCell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
     from .errors import InputError
     from .layers import GRU, LSTM, RNN, Recurrent
 

@@ -1,9 +1,21 @@
 """Cells: the equations of one time step, written the way they read (the source of truth)."""
 
 from .base import Cell, LSTMState, State, activation
+from .conv import ConvGRUCell, ConvLSTMCell
 from .elman import ElmanCell
 from .gru import GRUCell
 from .jordan import JordanCell
 from .lstm import LSTMCell
 
-__all__ = ["Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "LSTMState", "State", "activation"]
+__all__ = [
+    "Cell",
+    "ConvGRUCell",
+    "ConvLSTMCell",
+    "ElmanCell",
+    "GRUCell",
+    "JordanCell",
+    "LSTMCell",
+    "LSTMState",
+    "State",
+    "activation",
+]

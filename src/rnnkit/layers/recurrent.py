@@ -19,7 +19,7 @@ from ..kernels.native import run_native
 from . import streaming
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "concat": lambda a, b: torch.cat([a, b], -1),
+    "concat": lambda a, b: torch.cat([a, b], 2),  # (T, B, O, ...): the feature (channel) dim
     "sum": torch.add,
     "mean": lambda a, b: (a + b) / 2,
     "mul": torch.mul,
@@ -36,7 +36,9 @@ class Recurrent(nn.Module):
             y[t], state = cell.step(x[t], state)     # frozen after t >= lengths[b]; y zero there
 
     Shape legend: T sequence length, B batch, F input features, O the cell's output size, K =
-    num_layers * num_directions, n a state field's size.
+    num_layers * num_directions, n a state field's size. A cell over feature maps (``spatial_dims``
+    > 0, e.g. :class:`ConvLSTMCell`) adds its spatial dims S after every F, O and n: input (T, B, C,
+    H, W), state (K, B, C_hid, H, W); "concat" joins channels; unbatched input is refused.
 
     Args:
         cell: a :class:`Cell` (used as layer 0, forward; the other layers and directions are fresh
@@ -169,23 +171,19 @@ class Recurrent(nn.Module):
         else:
             if not isinstance(input, Tensor):
                 raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-            check(
-                input.dim() in (2, 3),
-                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
-                f"{input.dim()}D tensor instead",
-            )
-            batched = input.dim() == 3
+            self._check_dims(input, cells[0])
+            batched = input.dim() >= 3
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
         self._check_input(x, cells[0])
-        T, B = x.shape[0], x.shape[1]
+        T, B, spatial = x.shape[0], x.shape[1], tuple(x.shape[3:])
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x.device)
             if not packed and bool((lengths == T).all()):
                 lengths = None  # no padding: skip the masks
         if state is None:
-            states = [c.init_state(B, dtype=x.dtype, device=x.device) for c in cells]
+            states = [c.init_state(B, spatial=spatial, dtype=x.dtype, device=x.device) for c in cells]
         else:
             state = self._check_state(state, cells[0], B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
@@ -218,10 +216,16 @@ class Recurrent(nn.Module):
         applies in training mode, as in ``forward``. Under ``torch.no_grad()`` the standard cells run a
         fused step on cached pre-packed weights (see ``layers/streaming.py``).
         """
+        check(
+            not self.layer_cells()[0].spatial_dims,
+            f"{self._name()}.step takes vector cells only; for "
+            f"{type(self.layer_cells()[0]).__name__} call the layer on a sequence of one step (T=1)",
+        )
         return streaming.step(self, x, state)
 
     def _one_step_is_faster(self) -> bool:
-        return self.impl == "auto" and self.num_directions == 1 and not torch.is_grad_enabled()
+        no_graph = self.impl == "auto" and self.num_directions == 1 and not torch.is_grad_enabled()
+        return no_graph and not self.layer_cells()[0].spatial_dims
 
     def _run_layers(
         self, runners: Sequence[Callable], x: Tensor, states: list[State], lengths: Tensor | None
@@ -247,11 +251,34 @@ class Recurrent(nn.Module):
     def _name(self) -> str:
         return type(self).__name__
 
+    def _check_dims(self, input: Tensor, cell: Cell) -> None:
+        if not cell.spatial_dims:
+            check(
+                input.dim() in (2, 3),
+                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
+                f"{input.dim()}D tensor instead",
+            )
+            return
+        dims = 3 + cell.spatial_dims
+        layout = "(B, T, C, *S)" if self.batch_first else "(T, B, C, *S)"
+        check(
+            input.dim() == dims,
+            f"{self._name()}: {type(cell).__name__} expects {dims}D input {layout} with S the "
+            f"{cell.spatial_dims} spatial dims, got {input.dim()}D tensor of shape {tuple(input.shape)} "
+            "instead (unbatched input is not supported for cells over feature maps)",
+        )
+
     def _check_input(self, x: Tensor, cell: Cell) -> None:
         check_tensor(x, cell, self._name())
+        dim = -1 - cell.spatial_dims  # the features (channels) of x (T, B, F, *S)
         check(
-            x.shape[-1] == self.input_size,
-            f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}",
+            x.shape[dim] == self.input_size,
+            f"input.size({dim}) must be equal to input_size. Expected {self.input_size}, got {x.shape[dim]}",
+        )
+        check(
+            cell.frame_size in (None, tuple(x.shape[3:])),
+            f"{type(cell).__name__} was built for frames of size {cell.frame_size}, got input frames "
+            f"{tuple(x.shape[3:])}",
         )
         check(x.shape[0] > 0, "Expected a sequence of length >= 1, got length 0")
 
@@ -282,7 +309,8 @@ class Recurrent(nn.Module):
     def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
         """Check a user's initial state; return it batched, in the cell's state structure."""
         K = self.num_layers * self.num_directions
-        state = check_state(state, cell.state_size, (K, B) if batched else (K,), x, self._name(), batched)
+        prefix, spatial = (K, B) if batched else (K,), tuple(x.shape[3:])
+        state = check_state(state, cell.state_size, prefix, x, self._name(), batched, spatial)
         return state if batched else map_state(lambda s: s.unsqueeze(1), state)
 
 
@@ -292,7 +320,7 @@ def run_cell(
     """The reference loop: run one cell over time.
 
     Args:
-        x: (T, B, F) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
+        x: (T, B, F) or (T, B, C, *S) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
         reverse: run each sequence from its own last step back to its first.
 
     Returns:
@@ -300,7 +328,7 @@ def run_cell(
     """
     if reverse:
         x = reverse_padded(x, lengths)
-    alive = step_mask(x.shape[0], lengths)
+    alive = step_mask(x.shape[0], lengths, x.dim() - 2)
     ys = []
     for t in range(x.shape[0]):
         y, new = cell.step(x[t], state)
