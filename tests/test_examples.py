@@ -66,8 +66,12 @@ def test_moving_digits_example(capsys, monkeypatch, tmp_path):
     runpy.run_path(str(EXAMPLES / "moving_digits.py"), run_name="__main__")
     report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert report["steps"] == 3 and report["test_sequences"] == 8
-    assert len(report["mse_model_per_step"]) == len(report["mse_copy_last_frame_per_step"]) == 10
+    model, copy = report["forecast_mse_model_per_step"], report["forecast_mse_copy_last_frame_per_step"]
+    assert len(model) == len(copy) == 10
     # the baseline's error grows with the horizon: the digits move away from where they were last seen
-    assert report["mse_copy_last_frame_per_step"][0] < report["mse_copy_last_frame_per_step"][-1]
-    assert 0 < report["mse_model"] < 1
+    assert (
+        copy[0] < copy[-1]
+        and report["next_frame_mse_copy_last_frame"] < report["forecast_mse_copy_last_frame"]
+    )
+    assert 0 < report["next_frame_mse_model"] < 1 and 0 < report["forecast_mse_model"] < 1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
