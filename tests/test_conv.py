@@ -11,9 +11,6 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit import ConvGRUCell, ConvLSTMCell, GRUCell, InputError, LSTMCell, LSTMState, Recurrent
-from rnnkit.kernels.conv import run_conv
-from rnnkit.kernels.dispatch import plan
-from rnnkit.layers.recurrent import run_cell
 
 F64 = torch.float64
 
@@ -250,30 +247,6 @@ def test_dropout_between_layers_only_in_training():
     eval_out = layer.eval()(x)[0]
     torch.testing.assert_close(layer(x)[0], eval_out)
     assert not torch.allclose(layer.train()(x)[0], eval_out)
-
-
-@pytest.mark.parametrize("name", sorted(CELLS))
-def test_input_conv_of_all_steps_at_once_equals_the_reference_loop(name):
-    """impl="auto" runs the input convolution of all T steps as one call (kernels/conv.py): the same
-    outputs, final states and gradients as the loop over cell.step, with lengths, both directions, 2
-    layers and an initial state."""
-    torch.manual_seed(0)
-    cell = CELLS[name]()
-    fast = Recurrent(cell, num_layers=2, bidirectional=True)
-    ref = Recurrent(cell, num_layers=2, bidirectional=True, impl="reference")
-    ref.load_state_dict(fast.state_dict())
-    assert plan(fast.cells, "concat", "auto", run_cell, torch.zeros(1)).runners[0].func is run_conv
-    x = torch.randn(5, 3, 1, 4, 6, dtype=F64, requires_grad=True)
-    s0 = tuple(torch.randn(4, 3, 2, 4, 6, dtype=F64, requires_grad=True) for _ in fields(cell.state_size))
-    lengths = torch.tensor([5, 2, 4])
-    results = []
-    for model in (fast, ref):
-        out, final = model(x, rebuild(cell, s0), lengths)
-        loss = (out * torch.arange(out.numel(), dtype=F64).view_as(out).sin()).sum()
-        loss = loss + sum((s.cos() * s).sum() for s in fields(final))
-        results.append((out, *fields(final), *torch.autograd.grad(loss, [x, *s0, *model.parameters()])))
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 # -- bad input -----------------------------------------------------------------------------------------

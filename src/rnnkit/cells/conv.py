@@ -62,11 +62,6 @@ class ConvCell(Cell):
                 if p is not None:
                     nn.init.uniform_(p, -bound, bound)
 
-    def input_conv(self, x: Tensor) -> Tensor:
-        """``W_x * x + b_x``: (N, C_in, H, W) -> (N, G*C_hid, H, W). It does not depend on the state,
-        so a layer may compute it for all steps at once and call ``step_gates``."""
-        return same_conv(x, self.weight_ih, self.bias_ih)
-
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One checked step: ``x`` (B, C_in, H, W); ``state`` as :meth:`init_state` (zeros if omitted)."""
         who = type(self).__name__
@@ -164,14 +159,9 @@ class ConvLSTMCell(ConvCell):
                 self.bias_hh[C : 2 * C].zero_()
 
     def step(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        return self.step_gates(self.input_conv(x), state)
-
-    def step_gates(self, gx: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """:meth:`step` given the input convolution ``gx = W_x * x_t + b_x`` (B, 4C_hid, H, W), which
-        does not depend on the state (so a layer can compute it for all steps at once)."""
         h, c = state
-        gates = gx + same_conv(h, self.weight_hh, self.bias_hh)  # (B, 4C_hid, H, W)
-        i, f, g, o = gates.chunk(4, 1)  # each (B, C_hid, H, W)
+        gx, gh = same_conv(x, self.weight_ih, self.bias_ih), same_conv(h, self.weight_hh, self.bias_hh)
+        i, f, g, o = (gx + gh).chunk(4, 1)  # each (B, C_hid, H, W)
         if self.peephole:
             i, f = i + self.weight_ci * c, f + self.weight_cf * c
         i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
@@ -232,12 +222,10 @@ class ConvGRUCell(ConvCell):
         self.reset_parameters()
 
     def step(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        return self.step_gates(self.input_conv(x), h)
-
-    def step_gates(self, gx: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`step` given the input convolution ``gx = W_x * x_t + b_x`` (B, 3C_hid, H, W)."""
         split = [2 * self.hidden_channels, self.hidden_channels]  # the r, z blocks | the n block
-        x_rz, x_n = gx.split(split, 1)  # (B, 2C_hid, H, W), (B, C_hid, H, W)
+        x_rz, x_n = same_conv(x, self.weight_ih, self.bias_ih).split(
+            split, 1
+        )  # (B, 2C_hid, H, W), (B, C_hid, H, W)
         if self.reset_after:
             h_rz, h_n = same_conv(h, self.weight_hh, self.bias_hh).split(split, 1)
             r, z = torch.sigmoid(x_rz + h_rz).chunk(2, 1)

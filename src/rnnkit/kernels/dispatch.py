@@ -5,23 +5,20 @@
 - "fused": rnnkit's fused kernels (analytic BPTT, packed weights), per layer and direction.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
   kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel; for convolutional cells the reference loop with the input convolution of
-  all steps done at once (``conv.py``); else reference.
+  where rnnkit has a kernel; else reference (the convolutional cells among others: computing their
+  input convolution for all steps at once was measured slower on CPU, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor
 
 from ..cells import Cell
-from ..cells.conv import ConvCell
 from ..errors import InputError
-from .conv import run_conv
 from .fused import fused_kernel, run_fused
 from .native import stack_is_native
 from .packed import MKLDNN
@@ -82,6 +79,4 @@ def plan(cells: Sequence[Cell], merge: str, impl: str, reference: Callable, x: T
                 f"impl='fused' has no fused kernel for {missing[0]} with these options yet; "
                 "use impl='auto' or 'reference'"
             )
-        if all(isinstance(c, ConvCell) for c in cells):
-            return Plan(None, (partial(run_conv, loop=reference),) * len(cells))
     return Plan(None, (reference,) * len(cells))

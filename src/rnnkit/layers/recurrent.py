@@ -315,20 +315,13 @@ class Recurrent(nn.Module):
 
 
 def run_cell(
-    cell: Cell,
-    x: Tensor,
-    state: State,
-    lengths: Tensor | None,
-    reverse: bool = False,
-    step: Callable[[Tensor, State], tuple[Tensor, State]] | None = None,
+    cell: Cell, x: Tensor, state: State, lengths: Tensor | None, reverse: bool = False
 ) -> tuple[Tensor, State]:
     """The reference loop: run one cell over time.
 
     Args:
         x: (T, B, F) or (T, B, C, *S) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
         reverse: run each sequence from its own last step back to its first.
-        step: called as ``step(x[t], state)`` in place of ``cell.step`` (a fast path that computed
-            part of every step beforehand passes the rest of the step here).
 
     Returns:
         (y (T, B, O) with zeros at padded steps, the state at each sequence's last step).
@@ -336,10 +329,9 @@ def run_cell(
     if reverse:
         x = reverse_padded(x, lengths)
     alive = step_mask(x.shape[0], lengths, x.dim() - 2)
-    step = step or cell.step
     ys = []
     for t in range(x.shape[0]):
-        y, new = step(x[t], state)
+        y, new = cell.step(x[t], state)
         if alive is not None:  # past its end a sequence keeps its state and outputs zeros
             new = map_state(lambda n, s, a=alive[t]: torch.where(a, n, s), new, state)
             y = torch.where(alive[t], y, 0.0)
