@@ -300,5 +300,9 @@ def test_frame_size_and_cell_errors():
         ConvLSTMCell(1, 2, 3, frame_size=(4, 4))
     with pytest.raises(TypeError, match="kernel_size should be of type int"):
         ConvGRUCell(1, 2, 2.5)
+    with pytest.raises(InputError, match=r"init_state needs the frames' size: spatial=\(H, W\), got \(\)"):
+        ConvGRUCell(1, 2).init_state(3)
+    assert cell.init_state(3).h.shape == (3, 2, 4, 4)  # frame_size is the default
+    assert ConvGRUCell(1, 2).init_state(3, spatial=(5, 6)).shape == (3, 2, 5, 6)
     assert cell.weight_ci.shape == (2, 4, 4)
     assert ConvLSTMCell(1, 2, 3, peephole=True).weight_ci.shape == (2, 1, 1)  # per channel, any frame size

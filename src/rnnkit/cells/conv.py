@@ -62,6 +62,23 @@ class ConvCell(Cell):
                 if p is not None:
                     nn.init.uniform_(p, -bound, bound)
 
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        spatial: tuple[int, ...] = (),
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+    ) -> State:
+        """The zero state for frames of size ``spatial`` (H, W) (default: ``frame_size``), each field
+        (batch_size, C_hid, H, W)."""
+        spatial = tuple(spatial) or self.frame_size or ()
+        check(
+            len(spatial) == 2,
+            f"{type(self).__name__}.init_state needs the frames' size: spatial=(H, W), got {spatial}",
+        )
+        return super().init_state(batch_size, spatial=spatial, dtype=dtype, device=device)
+
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One checked step: ``x`` (B, C_in, H, W); ``state`` as :meth:`init_state` (zeros if omitted)."""
         who = type(self).__name__
