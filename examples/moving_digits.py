@@ -102,7 +102,7 @@ def plot(inputs: Tensor, truth: Tensor, prediction: Tensor, path: str, rows: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default 800)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after this long")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=32, help="ConvLSTM channels per layer")
