@@ -36,7 +36,7 @@ class FramePredictor(nn.Module):
     """A ConvLSTM stack that reads frame t and gives the logits of frame t+1. The readout, a 3x3
     convolution, sees the top layer's state and frame t's own patches around each grid cell, so moving
     the frame by a few pixels is within its reach and the state has to supply the motion (with a 1x1
-    readout the same model, trained as long, only blurred: next-frame MSE 0.029 against 0.017)."""
+    readout the same model only blurred: next-frame MSE 0.029 against 0.017, both after 800 steps)."""
 
     def __init__(self, hidden: int, kernel: int, layers: int, patch: int) -> None:
         super().__init__()
