@@ -1,5 +1,6 @@
 """The examples run and print what they promise."""
 
+import json
 import runpy
 from pathlib import Path
 
@@ -56,3 +57,21 @@ def test_spell_digits_example(capsys, monkeypatch):
     runpy.run_path(str(EXAMPLES / "spell_digits.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "exact match on 450 held-out images" in out and out.count("image of a") == 5
+
+
+def test_moving_digits_example(capsys, monkeypatch, tmp_path):
+    plot = tmp_path / "frames.png"
+    argv = ["moving_digits.py", "--steps", "3", "--hidden", "4", "--layers", "1", "--batch-size", "4"]
+    monkeypatch.setattr("sys.argv", [*argv, "--test", "8", "--plot", str(plot), "--json"])
+    runpy.run_path(str(EXAMPLES / "moving_digits.py"), run_name="__main__")
+    report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert report["steps"] == 3 and report["test_sequences"] == 8
+    model, copy = report["forecast_mse_model_per_step"], report["forecast_mse_copy_last_frame_per_step"]
+    assert len(model) == len(copy) == 10
+    # the baseline's error grows with the horizon: the digits move away from where they were last seen
+    assert (
+        copy[0] < copy[-1]
+        and report["next_frame_mse_copy_last_frame"] < report["forecast_mse_copy_last_frame"]
+    )
+    assert 0 < report["next_frame_mse_model"] < 1 and 0 < report["forecast_mse_model"] < 1
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

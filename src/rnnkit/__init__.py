@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cell": "rnnkit.cells",
+    "ConvGRUCell": "rnnkit.cells",
+    "ConvLSTMCell": "rnnkit.cells",
     "ElmanCell": "rnnkit.cells",
     "GRUCell": "rnnkit.cells",
     "JordanCell": "rnnkit.cells",
@@ -36,6 +38,8 @@ __all__ = [
     "LSTM",
     "RNN",
     "Cell",
+    "ConvGRUCell",
+    "ConvLSTMCell",
     "ElmanCell",
     "GRUCell",
     "InputError",
@@ -51,7 +55,18 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import nn
-    from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState, MinGRUCell, MinLSTMCell
+    from .cells import (
+        Cell,
+        ConvGRUCell,
+        ConvLSTMCell,
+        ElmanCell,
+        GRUCell,
+        JordanCell,
+        LSTMCell,
+        LSTMState,
+        MinGRUCell,
+        MinLSTMCell,
+    )
     from .errors import InputError
     from .layers import GRU, LSTM, RNN, Recurrent, Stateful
 

@@ -6,6 +6,10 @@ A cell is the equation of one time step. It holds its parameters and defines
 
 where ``state`` is a tensor ``(B, n)`` or a NamedTuple of such tensors (LSTM: ``(h, c)``). Time,
 stacking, direction and lengths belong to :class:`rnnkit.layers.Recurrent`, never to a cell.
+
+A cell with ``spatial_dims = d > 0`` (the convolutional cells) has feature maps instead of vectors:
+``x_t`` (B, input_size, *S), ``y_t`` (B, output_size, *S) and state fields (B, n, *S), where S is the
+input's spatial size (d dims), kept by the cell; ``input_size`` and ``n`` count channels.
 """
 
 from __future__ import annotations
@@ -97,11 +101,17 @@ def check_tensor(x: Tensor, cell: Cell, who: str) -> None:
 
 
 def check_state(
-    state: State, size: StateSize, prefix: tuple[int, ...], like: Tensor, who: str, batched: bool
+    state: State,
+    size: StateSize,
+    prefix: tuple[int, ...],
+    like: Tensor,
+    who: str,
+    batched: bool,
+    spatial: tuple[int, ...] = (),
 ) -> State:
     """Check a user's state against ``size`` (the cell's state_size); each field must be ``prefix +
-    (n,)`` with ``like``'s dtype and device. Returns the state in the cell's structure (a NamedTuple
-    for structured states)."""
+    (n,) + spatial`` with ``like``'s dtype and device. Returns the state in the cell's structure (a
+    NamedTuple for structured states)."""
     if isinstance(size, tuple):  # structured state, e.g. LSTM (h, c)
         names = ", ".join(size._fields)
         check(
@@ -114,7 +124,7 @@ def check_state(
     else:
         check(isinstance(state, Tensor), f"{who} expects the state as one tensor, got {type(state).__name__}")
         fields = [("hx", state, size)]
-    dims = len(prefix) + 1
+    dims = len(prefix) + 1 + len(spatial)
     for i, (name, s, n) in enumerate(fields):
         check(isinstance(s, Tensor), f"state {name} must be a tensor, got {type(s).__name__}")
         label = f"hidden[{i}]" if len(fields) > 1 else "hidden"
@@ -123,13 +133,19 @@ def check_state(
             f"For {'batched' if batched else 'unbatched'} {dims}-D input, {label} "
             f"({name}) should also be {dims}-D but got {s.dim()}-D tensor",
         )
+        expected = (*prefix, n, *spatial)
         if batched:
+            batch = s.shape[len(prefix) - 1]
             check(
-                s.shape[-2] == prefix[-1],
-                f"Input batch size {prefix[-1]} doesn't match {label} ({name}) batch size {s.shape[-2]}. "
-                f"Expected {label} size {(*prefix, n)}, got {list(s.shape)}",
+                batch == prefix[-1],
+                f"Input batch size {prefix[-1]} doesn't match {label} ({name}) batch size {batch}. "
+                f"Expected {label} size {expected}, got {list(s.shape)}",
             )
-        expected = (*prefix, n)
+        check(
+            tuple(s.shape[dims - len(spatial) :]) == spatial,
+            f"{label} ({name}) has spatial size {tuple(s.shape[dims - len(spatial) :])} but the input's is "
+            f"{spatial}: expected {label} size {expected}, got {list(s.shape)}",
+        )
         check(tuple(s.shape) == expected, f"Expected {label} size {expected}, got {list(s.shape)}")
         check(
             s.dtype == like.dtype and s.device == like.device,
@@ -143,12 +159,17 @@ class Cell(nn.Module):
     """Base class of all cells: parameters + one step of the recurrence.
 
     Subclasses set ``input_size``, ``output_size`` and ``state_size`` (an int, or a NamedTuple of
-    ints for structured states) and implement :meth:`step`.
+    ints for structured states) and implement :meth:`step`. A cell over feature maps sets
+    ``spatial_dims`` (2 for images: per step ``x_t`` (B, C, H, W)), and ``frame_size`` when it only
+    takes one spatial size.
     """
 
     input_size: int
     output_size: int
     state_size: StateSize
+    spatial_dims: int = 0  # trailing spatial dims of x_t, y_t and every state field (0: vectors)
+    frame_size: tuple[int, ...] | None = None  # the one spatial size the cell takes, or None: any
+    input_arg: str = "input_size"  # the constructor argument that with_input_size sets
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Remember the constructor arguments, so Recurrent can build the same cell for another
@@ -183,12 +204,22 @@ class Cell(nn.Module):
         that also carries ``h`` on directly (GRU: ``z * h``) overrides it."""
         return self.step(x, mask_first(state, mask))
 
-    def init_state(self, batch_size: int, *, dtype: torch.dtype | None = None, device: Any = None) -> State:
-        """The zero state for a batch: tensors ``(batch_size, n)`` in ``state_size``'s structure."""
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        spatial: tuple[int, ...] = (),
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+    ) -> State:
+        """The zero state for a batch: tensors ``(batch_size, n, *spatial)`` in ``state_size``'s
+        structure (``spatial``: the input's spatial size, for cells with ``spatial_dims``)."""
         param = next(self.parameters(), None)
         dtype = dtype or (param.dtype if param is not None else torch.get_default_dtype())
         device = device if device is not None else (param.device if param is not None else None)
-        return map_state(lambda n: torch.zeros(batch_size, n, dtype=dtype, device=device), self.state_size)
+        return map_state(
+            lambda n: torch.zeros(batch_size, n, *spatial, dtype=dtype, device=device), self.state_size
+        )
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One checked step: ``x`` (B, input_size) or unbatched (input_size,); ``state`` as
@@ -215,7 +246,7 @@ class Cell(nn.Module):
     def with_input_size(self, input_size: int) -> Cell:
         """A new, freshly initialised cell like this one but reading ``input_size`` features."""
         arguments = copy.copy(self._init_args)
-        arguments["input_size"] = input_size
+        arguments[self.input_arg] = input_size
         weight = next(self.parameters(), None)
         if weight is not None and "dtype" in arguments:  # follow .to() / .double() since construction
             arguments["dtype"], arguments["device"] = weight.dtype, weight.device

@@ -9,7 +9,9 @@
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
   kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference.
+  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference (the
+  convolutional cells among others: computing their input convolution for all steps at once was
+  measured slower on CPU, see docs/benchmarks.md).
 """
 
 from __future__ import annotations

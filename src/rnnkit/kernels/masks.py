@@ -10,11 +10,13 @@ import torch
 from torch import Tensor
 
 
-def step_mask(T: int, lengths: Tensor | None) -> Tensor | None:
-    """(T, B, 1) bool: step t is inside sequence b (t < lengths[b]); None when nothing is padded."""
+def step_mask(T: int, lengths: Tensor | None, feature_dims: int = 1) -> Tensor | None:
+    """(T, B, 1) bool (with ``feature_dims`` ones: (T, B, 1, 1, 1) for (T, B, C, H, W) inputs): step t
+    is inside sequence b (t < lengths[b]); None when nothing is padded."""
     if lengths is None:
         return None
-    return (torch.arange(T, device=lengths.device)[:, None] < lengths[None, :])[..., None]
+    inside = torch.arange(T, device=lengths.device)[:, None] < lengths[None, :]  # (T, B)
+    return inside.view(*inside.shape, *([1] * feature_dims))
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -29,7 +29,7 @@ from . import streaming
 from .regularization import Regularization, controls, dropout, dropped_weights
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "concat": lambda a, b: torch.cat([a, b], -1),
+    "concat": lambda a, b: torch.cat([a, b], 2),  # (T, B, O, ...): the feature (channel) dim
     "sum": torch.add,
     "mean": lambda a, b: (a + b) / 2,
     "mul": torch.mul,
@@ -56,7 +56,9 @@ class Recurrent(nn.Module):
             y[t], state = cell.step(x[t], state)     # frozen after t >= lengths[b]; y zero there
 
     Shape legend: T sequence length, B batch, F input features, O the cell's output size, K =
-    num_layers * num_directions, n a state field's size.
+    num_layers * num_directions, n a state field's size. A cell over feature maps (``spatial_dims``
+    > 0, e.g. :class:`ConvLSTMCell`) adds its spatial dims S after every F, O and n: input (T, B, C,
+    H, W), state (K, B, C_hid, H, W); "concat" joins channels; unbatched input is refused.
 
     Args:
         cell: a :class:`Cell` (used as layer 0, forward; the other layers and directions are fresh
@@ -209,6 +211,11 @@ class Recurrent(nn.Module):
         self.learn_initial_state = check_bool("learn_initial_state", learn_initial_state)
         self._initial_names: tuple[str, ...] = ()
         if learn_initial_state:
+            check(
+                not cells[0].spatial_dims,
+                f"learn_initial_state is not supported for convolutional cells ({type(cells[0]).__name__}) "
+                "yet: their state's size follows the frames'",
+            )
             weight = next(p for p in self.parameters() if p.device.type != "meta")
             zero = stack_states([c.init_state(1, dtype=weight.dtype, device="meta") for c in cells])
             size = cells[0].state_size
@@ -297,23 +304,21 @@ class Recurrent(nn.Module):
         else:
             if not isinstance(input, Tensor):
                 raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-            check(
-                input.dim() in (2, 3),
-                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
-                f"{input.dim()}D tensor instead",
-            )
-            batched = input.dim() == 3
+            self._check_dims(input, cells[0])
+            batched = input.dim() >= 3
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
         self._check_input(x, cells[0])
-        T, B = x.shape[0], x.shape[1]
+        T, B, spatial = x.shape[0], x.shape[1], tuple(x.shape[3:])
         if lengths is not None:
             lengths = self._check_lengths(lengths, T, B, x.device)
             if not packed and bool((lengths == T).all()):
                 lengths = None  # no padding: skip the masks
         if reset is not None:
             reset = self._check_reset(reset, T, B, batched, x.device)
+        if spatial:
+            self._check_spatial_options(reset, trace)
         initial = self._initial_states(B, x) if state is None or reset is not None else None
         if state is None:
             states = initial
@@ -331,10 +336,27 @@ class Recurrent(nn.Module):
             return x.squeeze(1), map_state(lambda s: s.squeeze(1), final), trace
         return (x.transpose(0, 1) if self.batch_first else x), final, trace
 
+    def _check_spatial_options(self, reset: Tensor | None, trace: dict | None) -> None:
+        """Convolutional cells run the plain recurrence only (for now): say so rather than misapply."""
+        reg = self.regularization
+        used = [name for name, on in [
+            ("reset masks", reset is not None), ("per-step states", trace is not None),
+            ("learn_initial_state", bool(self._initial_names)), ("state_dropout", reg.state_dropout > 0),
+            ("zoneout", any(p > 0 for p in reg.zoneout)),
+            ("weight_drop", reg.weight_drop > 0), ("input_dropout", reg.input_dropout > 0),
+        ] if on]  # fmt: skip
+        check(
+            not used,
+            f"{self._name()}: {', '.join(used)} are not supported for convolutional cells "
+            f"({type(self.layer_cells()[0]).__name__}) yet; dropout between layers is",
+        )
+
     def _initial_states(self, B: int, x: Tensor) -> list[State]:
         """:meth:`initial_state` per layer and direction, each (B, n) per field."""
         if not self._initial_names:
-            return [c.init_state(B, dtype=x.dtype, device=x.device) for c in self.layer_cells()]
+            spatial = tuple(x.shape[3:])  # feature maps' (H, W); () for vector cells
+            kw = {"spatial": spatial, "dtype": x.dtype, "device": x.device}
+            return [c.init_state(B, **kw) for c in self.layer_cells()]
         state = self.initial_state(B)
         return [map_state(lambda s, k=k: s[k], state) for k in range(len(self.layer_cells()))]
 
@@ -400,6 +422,11 @@ class Recurrent(nn.Module):
         :meth:`initial_state` before this step. With zoneout (or, in training, any dropout option)
         the step runs as ``forward`` over one step, so variational masks are drawn afresh each call.
         """
+        check(
+            not self.layer_cells()[0].spatial_dims,
+            f"{self._name()}.step takes vector cells only; for "
+            f"{type(self.layer_cells()[0]).__name__} call the layer on a sequence of one step (T=1)",
+        )
         if self.bidirectional or (
             reset is None and not self._initial_names and not self.regularization.active(self.training)
         ):
@@ -441,7 +468,8 @@ class Recurrent(nn.Module):
         return reset.to(device)[:, None] if batched else reset.to(device)
 
     def _one_step_is_faster(self) -> bool:
-        return self.impl == "auto" and self.num_directions == 1 and not torch.is_grad_enabled()
+        no_graph = self.impl == "auto" and self.num_directions == 1 and not torch.is_grad_enabled()
+        return no_graph and not self.layer_cells()[0].spatial_dims
 
     def _run_layers(
         self,
@@ -476,11 +504,34 @@ class Recurrent(nn.Module):
     def _name(self) -> str:
         return type(self).__name__
 
+    def _check_dims(self, input: Tensor, cell: Cell) -> None:
+        if not cell.spatial_dims:
+            check(
+                input.dim() in (2, 3),
+                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
+                f"{input.dim()}D tensor instead",
+            )
+            return
+        dims = 3 + cell.spatial_dims
+        layout = "(B, T, C, *S)" if self.batch_first else "(T, B, C, *S)"
+        check(
+            input.dim() == dims,
+            f"{self._name()}: {type(cell).__name__} expects {dims}D input {layout} with S the "
+            f"{cell.spatial_dims} spatial dims, got {input.dim()}D tensor of shape {tuple(input.shape)} "
+            "instead (unbatched input is not supported for cells over feature maps)",
+        )
+
     def _check_input(self, x: Tensor, cell: Cell) -> None:
         check_tensor(x, cell, self._name())
+        dim = -1 - cell.spatial_dims  # the features (channels) of x (T, B, F, *S)
         check(
-            x.shape[-1] == self.input_size,
-            f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}",
+            x.shape[dim] == self.input_size,
+            f"input.size({dim}) must be equal to input_size. Expected {self.input_size}, got {x.shape[dim]}",
+        )
+        check(
+            cell.frame_size in (None, tuple(x.shape[3:])),
+            f"{type(cell).__name__} was built for frames of size {cell.frame_size}, got input frames "
+            f"{tuple(x.shape[3:])}",
         )
         check(x.shape[0] > 0, "Expected a sequence of length >= 1, got length 0")
 
@@ -549,7 +600,8 @@ class Recurrent(nn.Module):
     def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
         """Check a user's initial state; return it batched, in the cell's state structure."""
         K = self.num_layers * self.num_directions
-        state = check_state(state, cell.state_size, (K, B) if batched else (K,), x, self._name(), batched)
+        prefix, spatial = (K, B) if batched else (K,), tuple(x.shape[3:])
+        state = check_state(state, cell.state_size, prefix, x, self._name(), batched, spatial)
         return state if batched else map_state(lambda s: s.unsqueeze(1), state)
 
 
@@ -566,7 +618,7 @@ def run_cell(
     """The reference loop: run one cell over time.
 
     Args:
-        x: (T, B, F) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
+        x: (T, B, F) or (T, B, C, *S) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
         reverse: run each sequence from its own last step back to its first.
         rec: this forward's state dropout mask, zoneout masks and resets (``kernels/masks.py``).
         trace: a dict of lists ``states`` and ``gates``, or None: the state after every step, (T, B, n)
@@ -579,7 +631,7 @@ def run_cell(
     """
     if reverse:
         x = reverse_padded(x, lengths)
-    alive = step_mask(x.shape[0], lengths)
+    alive = step_mask(x.shape[0], lengths, x.dim() - 2)
     rec = rec or Recurrence()
     reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
     gated = trace is not None and hasattr(cell, "gates")
