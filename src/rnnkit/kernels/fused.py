@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
 from ..cells.base import State
+from . import compiled
 from .masks import reverse_padded, step_mask
 from .packed import linear
 
@@ -105,7 +106,9 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> t
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
     grad = _needs_grad((x, h0, *cell.parameters()))
     xw = _input_side(x, cell.weight_ih, b, grad)
-    if grad:
+    if compiled.usable(xw, "elman"):  # the same loops in C++
+        h, h_last = compiled.elman(grad, xw, h0, cell.weight_hh, alive, cell.nonlinearity)
+    elif grad:
         h, h_last = ElmanScan.apply(xw, h0, cell.weight_hh, alive, cell.nonlinearity)
     else:
         hs = _elman_forward(xw, h0, cell.weight_hh, alive, cell.nonlinearity)
@@ -205,6 +208,8 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None) -> tuple
     grad = _needs_grad((x, h0, *cell.parameters()))
     xw = _input_side(x, cell.weight_ih, cell.bias_ih, grad)
     args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after)
+    if compiled.usable(xw, "gru"):
+        return compiled.gru(grad, *args)
     if grad:
         return GRUScan.apply(*args)
     hs = _gru_forward(*args)[0]
@@ -264,6 +269,8 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None) ->
     xw = _input_side(x, cell.weight_ih, cell.bias_h, grad)
     args = (xw, y0, cell.weight_yh, cell.weight_hy, cell.bias_y, alive, cell.nonlinearity,
             cell.output_activation)  # fmt: skip
+    if compiled.usable(xw, "jordan"):
+        return compiled.jordan(grad, *args)
     if grad:
         return JordanScan.apply(*args)
     ys = _jordan_forward(*args)[1]
@@ -437,6 +444,9 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None) 
     else:
         xw = Project.apply(x, cell.weight_ih, b) if grad else _project(x, cell.weight_ih, b)
     args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive)
+    if compiled.usable(xw, "lstm"):
+        y, h, c = compiled.lstm(grad, *args)
+        return y, LSTMState(h, c)
     if grad:
         y, h, c = LSTMScan.apply(*args)
         return y, LSTMState(h, c)
