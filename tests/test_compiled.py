@@ -19,7 +19,9 @@ from rnnkit import GRUCell, Recurrent
 from rnnkit.kernels import compiled
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
-needs_build = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler here: the compiled kernels cannot be built")
+needs_build = pytest.mark.skipif(
+    not HAS_COMPILER, reason="no C++ compiler here: the compiled kernels cannot be built"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +128,9 @@ def test_compiled_gradcheck(built, name):
 
     def g(x, *rest):  # gradcheck wants flat tensor arguments and outputs
         values = dict(zip(params, rest[n:], strict=True))
-        y, final = torch.func.functional_call(model, values, (x, rest[:n] if n > 1 else rest[0]), {"lengths": lengths})
+        y, final = torch.func.functional_call(
+            model, values, (x, rest[:n] if n > 1 else rest[0]), {"lengths": lengths}
+        )
         return (y, *fields(final))
 
     values = [p.detach().clone().requires_grad_() for p in params.values()]

@@ -124,7 +124,9 @@ class _Elman(torch.autograd.Function):
         return *_ops.elman_backward(dy, dh_last, w_hh, hs, alive, ctx.act, MKLDNN), None, None
 
 
-def elman(grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str) -> tuple[Tensor, Tensor]:
+def elman(
+    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str
+) -> tuple[Tensor, Tensor]:
     """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward)."""
     if grad:
         return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act])
@@ -142,12 +144,20 @@ class _GRU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_last):
         w_hh, alive, hs, rz, n, m = ctx.saved_tensors
-        grads = _ops.gru_backward(dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, MKLDNN)
+        grads = _ops.gru_backward(
+            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, MKLDNN
+        )
         return *grads, None, None
 
 
 def gru(
-    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, alive: Tensor | None, reset_after: bool
+    grad: bool,
+    xw: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    alive: Tensor | None,
+    reset_after: bool,
 ) -> tuple[Tensor, Tensor]:
     """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward)."""
     if grad:
@@ -184,7 +194,9 @@ def jordan(
 class _LSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive):
-        y, h_last, c_last, *saved = _ops.lstm_forward(xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, MKLDNN)
+        y, h_last, c_last, *saved = _ops.lstm_forward(
+            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, MKLDNN
+        )
         ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, *saved)
         return y, h_last, c_last
 
