@@ -2,7 +2,9 @@
 
 Each row times one model on one configuration (T, B, H, layers, direction, forward or forward +
 backward): rnnkit with ``impl="auto"`` against a peer (``torch.nn``'s layer for the standard cells,
-and the plain Python loop, autograd through ``cell.step``, for every cell). Runs alternate between
+the plain Python loop, autograd through ``cell.step``, for every cell, and on request rnnkit itself
+with its compiled loops switched off, peer "python-loops": the fused kernels' Python loops, which
+shows what ``kernels/compiled.py`` gains). Runs alternate between
 the contenders after a warm-up, and the median of ``repeats`` runs is reported; speedup = peer time /
 rnnkit time. Nothing here asserts a time: results go to docs/benchmarks.md.
 
@@ -13,6 +15,7 @@ time step, the state passed back in; their times are per step.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import platform
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 
 from .cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from .kernels.compiled import switched_off
 from .layers import GRU, LSTM, RNN, Recurrent
 
 # name -> (rnnkit factory (input_size, hidden, layers, bidirectional, impl), torch.nn class or None,
@@ -114,8 +118,14 @@ def grid(quick: bool) -> Iterator[dict[str, Any]]:
             }
 
 
-def _timer(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], float]:
+def _timer(
+    model: torch.nn.Module, x: torch.Tensor, backward: bool, compiled: bool = True
+) -> Callable[[], float]:
     def run() -> float:
+        with contextlib.nullcontext() if compiled else switched_off():
+            return timed()
+
+    def timed() -> float:
         start = time.perf_counter()
         if backward:
             y, _ = model(x)
@@ -131,7 +141,9 @@ def _timer(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[
 def compare(
     name: str, cfg: dict[str, Any], repeats: int = 7, peers: tuple[str, ...] = ("torch", "loop")
 ) -> list[Row]:
-    """Time rnnkit against each available peer on one configuration."""
+    """Time rnnkit against each available peer on one configuration: "torch" (torch.nn's layer, where
+    torch has the model), "loop" (the reference loop over ``cell.step``), "python-loops" (rnnkit with
+    its compiled loops switched off)."""
     make, torch_cls, gates = MODELS[name]
     T, B, D, H, layers, bi = cfg["T"], cfg["B"], cfg["D"], cfg["H"], cfg["layers"], cfg["bidirectional"]
     torch.manual_seed(0)
@@ -142,6 +154,8 @@ def compare(
     if "loop" in peers:
         contenders["python-loop"] = make(D, H, layers, bi, "reference")
     timers = {k: _timer(m, x, cfg["backward"]) for k, m in contenders.items()}
+    if "python-loops" in peers:  # the same model, its fused kernels on their Python loops
+        timers["rnnkit (Python loops)"] = _timer(contenders["rnnkit"], x, cfg["backward"], compiled=False)
     times: dict[str, list[float]] = {k: [] for k in timers}
     for _ in range(2):  # warm-up: packing caches, allocator, lazy init
         for t in timers.values():

@@ -70,6 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=not args.no_progress,
         stream=not args.no_stream,
+        peers=("torch", "loop", "python-loops") if args.python_loops else ("torch", "loop"),
     )
     if args.json:
         print(json.dumps(report))
@@ -791,6 +792,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bench.add_argument(
         "--no-stream", action="store_true", help="skip the streaming rows (one step at B=1, H=512, 2 layers)"
+    )
+    bench.add_argument(
+        "--python-loops",
+        action="store_true",
+        help="also time rnnkit with its compiled loops switched off (what kernels/compiled.py gains)",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(func=cmd_bench)

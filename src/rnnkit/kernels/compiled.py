@@ -22,18 +22,22 @@ import shutil
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .packed import MKLDNN
+from .packed import MKLDNN, MKLDNN_WEIGHT_GRAD
 
 ENV_OFF = "RNNKIT_NO_EXTENSION"
 SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
 ACT_CODES = {"tanh": 0, "sigmoid": 1, "relu": 2, "identity": 3}  # scan.cpp's enum Act
 DTYPES = (torch.float32, torch.float64)
+# which oneDNN products scan.cpp may use (its kPackedLinear, kWeightGrad): those packed.py found working
+ONEDNN = int(MKLDNN) | 2 * int(MKLDNN_WEIGHT_GRAD)
 
 # (kernel, "compiled" | "python") -> calls: which path the fused kernels took in this process
 PATHS: Counter[tuple[str, str]] = Counter()
@@ -53,6 +57,20 @@ _ISA_FLAGS = {
 
 def disabled() -> bool:
     return os.environ.get(ENV_OFF, "").strip() not in ("", "0")
+
+
+@contextmanager
+def switched_off() -> Iterator[None]:
+    """Within the block the fused kernels run their Python loops (as with RNNKIT_NO_EXTENSION=1)."""
+    old = os.environ.get(ENV_OFF)
+    os.environ[ENV_OFF] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[ENV_OFF]
+        else:
+            os.environ[ENV_OFF] = old
 
 
 def _build() -> Any:
@@ -113,7 +131,7 @@ def usable(x: Tensor, kernel: str) -> bool:
 class _Elman(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, w_hh, alive, act):
-        y, h_last, hs = _ops.elman_forward(xw, h0, w_hh, alive, act, MKLDNN)
+        y, h_last, hs = _ops.elman_forward(xw, h0, w_hh, alive, act, ONEDNN)
         ctx.save_for_backward(w_hh, hs, alive)
         ctx.act = act
         return y, h_last
@@ -121,7 +139,7 @@ class _Elman(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_last):
         w_hh, hs, alive = ctx.saved_tensors
-        return *_ops.elman_backward(dy, dh_last, w_hh, hs, alive, ctx.act, MKLDNN), None, None
+        return *_ops.elman_backward(dy, dh_last, w_hh, hs, alive, ctx.act, ONEDNN), None, None
 
 
 def elman(
@@ -130,13 +148,13 @@ def elman(
     """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward)."""
     if grad:
         return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act])
-    return _ops.elman_forward(xw, h0, w_hh, alive, ACT_CODES[act], MKLDNN)[:2]
+    return _ops.elman_forward(xw, h0, w_hh, alive, ACT_CODES[act], ONEDNN)[:2]
 
 
 class _GRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after):
-        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, MKLDNN)
+        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)
         ctx.save_for_backward(w_hh, alive, *saved)
         ctx.reset_after, ctx.has_bias = reset_after, b_hh is not None
         return y, h_last
@@ -145,7 +163,7 @@ class _GRU(torch.autograd.Function):
     def backward(ctx, dy, dh_last):
         w_hh, alive, hs, rz, n, m = ctx.saved_tensors
         grads = _ops.gru_backward(
-            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, MKLDNN
+            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, ONEDNN
         )
         return *grads, None, None
 
@@ -162,13 +180,13 @@ def gru(
     """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward)."""
     if grad:
         return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after)
-    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, MKLDNN)[:2]
+    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)[:2]
 
 
 class _Jordan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, act, out_act):
-        y, y_last, hs, ys = _ops.jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act, MKLDNN)
+        y, y_last, hs, ys = _ops.jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act, ONEDNN)
         ctx.save_for_backward(w_yh, w_hy, hs, ys, alive)
         ctx.acts, ctx.has_bias = (act, out_act), b_y is not None
         return y, y_last
@@ -176,7 +194,7 @@ class _Jordan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dy_last):
         w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
-        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, hs, ys, alive, *ctx.acts, MKLDNN)
+        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, hs, ys, alive, *ctx.acts, ONEDNN)
         return *grads, None, None, None
 
 
@@ -188,14 +206,14 @@ def jordan(
     args = (xw, y0, w_yh, w_hy, b_y, alive, ACT_CODES[act], ACT_CODES[out_act])
     if grad:
         return _Jordan.apply(*args)
-    return _ops.jordan_forward(*args, MKLDNN)[:2]
+    return _ops.jordan_forward(*args, ONEDNN)[:2]
 
 
 class _LSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive):
         y, h_last, c_last, *saved = _ops.lstm_forward(
-            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, MKLDNN
+            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, ONEDNN
         )
         ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, *saved)
         return y, h_last, c_last
@@ -203,7 +221,7 @@ class _LSTM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_last, dc_last):
         w_hh, w_hr, peep, g_h, g_c, alive, *saved = ctx.saved_tensors
-        grads = _ops.lstm_backward(dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, MKLDNN)
+        grads = _ops.lstm_backward(dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, ONEDNN)
         return *grads, None
 
 
@@ -216,4 +234,4 @@ def lstm(
     args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive)
     if grad:
         return _LSTM.apply(*args)
-    return _ops.lstm_forward(*args, MKLDNN)[:3]
+    return _ops.lstm_forward(*args, ONEDNN)[:3]

@@ -26,7 +26,7 @@ from ..cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
 from ..cells.base import State
 from . import compiled
 from .masks import reverse_padded, step_mask
-from .packed import linear
+from .packed import linear, weight_grad
 
 # activation (in place), and its derivative written in terms of the activation's *output* y
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
@@ -295,7 +295,7 @@ class Project(torch.autograd.Function):
         T, B, _ = x.shape
         d = _flat(dout)
         dx = linear(w.t(), T * B)(d, None).view_as(x)
-        return dx, d.t() @ _flat(x), d.sum(0) if ctx.has_bias else None
+        return dx, *weight_grad(d, _flat(x), ctx.has_bias)
 
 
 def _norm(v: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,11 @@ using OptTensor = std::optional<Tensor>;
 
 namespace {
 
-// -- per-step products --------------------------------------------------------------------------------
+// -- products -----------------------------------------------------------------------------------------
+
+// What Python's kernels/packed.py found working on this build: bit 0, oneDNN's packed linear
+// (packed.MKLDNN); bit 1, oneDNN's inner-product weight gradient (packed.MKLDNN_WEIGHT_GRAD).
+constexpr int64_t kPackedLinear = 1, kWeightGrad = 2;
 
 using LinearFn = Tensor(const Tensor&, const Tensor&, const OptTensor&, c10::string_view,
                         c10::List<std::optional<c10::Scalar>>, std::optional<c10::string_view>);
@@ -38,8 +42,8 @@ struct Linear {
   Tensor w;  // the packed weight, or W^T
   bool packed = false;
 
-  Linear(const Tensor& weight, int64_t batch, bool mkldnn) {
-    packed = mkldnn && batch > 0 && weight.scalar_type() == at::kFloat;
+  Linear(const Tensor& weight, int64_t batch, int64_t onednn) {
+    packed = (onednn & kPackedLinear) && batch > 0 && weight.scalar_type() == at::kFloat;
     if (packed) {
       static auto reorder = c10::Dispatcher::singleton()
                                 .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
@@ -59,6 +63,17 @@ struct Linear {
 };
 
 Tensor flat(const Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+
+// d^T x (out, in) and, with `bias`, d.sum(0), for d (N, out), x (N, in): a weight's (and bias's) gradient
+// over all steps at once, as packed.weight_grad does it.
+std::pair<Tensor, Tensor> weight_grad(const Tensor& d, const Tensor& x, bool bias, int64_t onednn) {
+  if ((onednn & kWeightGrad) && d.scalar_type() == at::kFloat) {
+    const Tensor like = at::empty({d.size(1), x.size(1)}, d.options());  // dense out
+    auto grads = at::mkldnn_linear_backward_weights(d.contiguous().to_mkldnn(), x.contiguous().to_mkldnn(), like, bias);
+    return {std::get<0>(grads), bias ? std::get<1>(grads) : Tensor()};
+  }
+  return {d.t().mm(x), bias ? d.sum(0) : Tensor()};
+}
 
 Tensor contiguous_or_undefined(const OptTensor& t) { return t ? t->contiguous() : Tensor(); }
 
@@ -169,12 +184,12 @@ void take_alive(Tensor& dst, const Tensor& src, const bool* live) {
 
 // -> (y (T, B, H), h_last, hs (T+1, B, H) saved for backward)
 std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& xw_, const Tensor& h0, const Tensor& w_hh,
-                                                 const OptTensor& alive_, int64_t act, bool mkldnn) {
+                                                 const OptTensor& alive_, int64_t act, int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = xw.size(2);
   Tensor hs = at::empty({steps + 1, B, H}, xw.options());
   hs[0].copy_(h0);
-  Linear rec(w_hh, B, mkldnn);
+  Linear rec(w_hh, B, onednn);
   RNNKIT_DISPATCH(xw, "elman_forward", [&] {
     using T = scalar_t;
     for (int64_t t = 0; t < steps; ++t) {
@@ -197,11 +212,11 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& xw_, const Tensor
 // -> (dxw (T, B, H), dh0, dw_hh)
 std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& w_hh,
                                                   const Tensor& hs, const OptTensor& alive_, int64_t act,
-                                                  bool mkldnn) {
+                                                  int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), H = dy.size(2);
   Tensor dz = at::empty_like(dy), dh = dh_last.contiguous().clone();
-  Linear back(w_hh.t(), B, mkldnn);  // dh_{t-1} = dz_t W_hh
+  Linear back(w_hh.t(), B, onednn);  // dh_{t-1} = dz_t W_hh
   RNNKIT_DISPATCH(dy, "elman_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
@@ -218,7 +233,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tenso
       take_alive<T>(dh, back(dz[t]), live);
     }
   });
-  return {dz, dh, flat(dz).t().mm(flat(hs.slice(0, 0, steps)))};
+  return {dz, dh, weight_grad(flat(dz), flat(hs.slice(0, 0, steps)), false, onednn).first};
 }
 
 // -- GRU: r, z = sigmoid(.), n = tanh(x_n + r * (h W_hn^T + b_hn)) [reset after] or
@@ -228,7 +243,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tenso
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_, const Tensor& h0,
                                                                        const Tensor& w_hh, const OptTensor& b_hh,
                                                                        const OptTensor& alive_, bool reset_after,
-                                                                       bool mkldnn) {
+                                                                       int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = h0.size(1), G = 3 * H;
   Tensor hs = at::empty({steps + 1, B, H}, xw.options());
@@ -240,10 +255,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Ten
   if (b_hh) b_rz = b_hh->slice(0, 0, 2 * H), b_n = b_hh->slice(0, 2 * H);
   std::optional<Linear> rec, rec_rz, rec_n;
   if (reset_after) {
-    rec.emplace(w, B, mkldnn);
+    rec.emplace(w, B, onednn);
   } else {
-    rec_rz.emplace(w.slice(0, 0, 2 * H), B, mkldnn);
-    rec_n.emplace(w.slice(0, 2 * H), B, mkldnn);
+    rec_rz.emplace(w.slice(0, 0, 2 * H), B, onednn);
+    rec_n.emplace(w.slice(0, 2 * H), B, onednn);
   }
   RNNKIT_DISPATCH(xw, "gru_forward", [&] {
     using T = scalar_t;
@@ -304,7 +319,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Ten
 std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& w_hh,
                                                         bool has_bias, const Tensor& hs, const Tensor& rz,
                                                         const Tensor& n_all, const Tensor& m_all,
-                                                        const OptTensor& alive_, bool reset_after, bool mkldnn) {
+                                                        const OptTensor& alive_, bool reset_after, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), H = dy.size(2), G = 3 * H;
   Tensor dxg = at::empty({steps, B, G}, dy.options()), dh = dh_last.contiguous().clone();
@@ -314,11 +329,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const
   std::optional<Linear> back, back_rz, back_n;
   if (reset_after) {
     dm = at::empty({steps, B, G}, dy.options());
-    back.emplace(w.t(), B, mkldnn);
+    back.emplace(w.t(), B, onednn);
   } else {
     drz = at::empty({B, 2 * H}, dy.options()), dn_s = at::empty({B, H}, dy.options());
-    back_rz.emplace(w.slice(0, 0, 2 * H).t(), B, mkldnn);
-    back_n.emplace(w.slice(0, 2 * H).t(), B, mkldnn);
+    back_rz.emplace(w.slice(0, 0, 2 * H).t(), B, onednn);
+    back_n.emplace(w.slice(0, 2 * H).t(), B, onednn);
   }
   RNNKIT_DISPATCH(dy, "gru_backward", [&] {
     using T = scalar_t;
@@ -407,17 +422,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const
     }
   });
   const Tensor h_prev = flat(hs.slice(0, 0, steps));
-  Tensor dw_hh, db_hh;
   if (reset_after) {
-    const Tensor dmf = flat(dm);
-    dw_hh = dmf.t().mm(h_prev);
-    if (has_bias) db_hh = dmf.sum(0);
-  } else {  // the r and z blocks multiply h, the n block multiplies r * h
-    const Tensor dxf = flat(dxg);
-    dw_hh = at::cat({dxf.slice(1, 0, 2 * H).t().mm(h_prev), dxf.slice(1, 2 * H).t().mm(flat(m_all))});
-    if (has_bias) db_hh = dxf.sum(0);
+    auto [dw_hh, db_hh] = weight_grad(flat(dm), h_prev, has_bias, onednn);
+    return {dxg, dh, dw_hh, db_hh};
   }
-  return {dxg, dh, dw_hh, db_hh};
+  // reset before: the r and z blocks multiply h, the n block multiplies r * h
+  const Tensor dxf = flat(dxg);
+  auto [dw_rz, db_rz] = weight_grad(dxf.slice(1, 0, 2 * H), h_prev, has_bias, onednn);
+  auto [dw_n, db_n] = weight_grad(dxf.slice(1, 2 * H), flat(m_all), has_bias, onednn);
+  return {dxg, dh, at::cat({dw_rz, dw_n}), has_bias ? at::cat({db_rz, db_n}) : Tensor()};
 }
 
 // -- Jordan: h_t = phi(xw_t + y_{t-1} W_yh^T), y_t = psi(h_t W_hy^T + b_y) --------------------------------
@@ -426,12 +439,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const
 std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, const Tensor& y0, const Tensor& w_yh,
                                                           const Tensor& w_hy, const OptTensor& b_y,
                                                           const OptTensor& alive_, int64_t act, int64_t out_act,
-                                                          bool mkldnn) {
+                                                          int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = xw.size(2), O = y0.size(1);
   Tensor hs = at::empty({steps, B, H}, xw.options()), ys = at::empty({steps + 1, B, O}, xw.options());
   ys[0].copy_(y0);
-  Linear rec(w_yh, B, mkldnn), read(w_hy, B, mkldnn);
+  Linear rec(w_yh, B, onednn), read(w_hy, B, onednn);
   RNNKIT_DISPATCH(xw, "jordan_forward", [&] {
     using T = scalar_t;
     for (int64_t t = 0; t < steps; ++t) {
@@ -461,11 +474,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor&
                                                                    const Tensor& w_yh, const Tensor& w_hy,
                                                                    bool has_bias, const Tensor& hs, const Tensor& ys,
                                                                    const OptTensor& alive_, int64_t act,
-                                                                   int64_t out_act, bool mkldnn) {
+                                                                   int64_t out_act, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), O = dy.size(2), H = hs.size(2);
   Tensor dv = at::empty_like(dy), da = at::empty_like(hs), dstate = dy_last.contiguous().clone();
-  Linear to_h(w_hy.t(), B, mkldnn), to_y(w_yh.t(), B, mkldnn);
+  Linear to_h(w_hy.t(), B, onednn), to_y(w_yh.t(), B, onednn);
   RNNKIT_DISPATCH(dy, "jordan_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
@@ -490,9 +503,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor&
       take_alive<T>(dstate, to_y(da[t]), live);
     }
   });
-  const Tensor dvf = flat(dv), daf = flat(da);
-  return {da, dstate, daf.t().mm(flat(ys.slice(0, 0, steps))), dvf.t().mm(flat(hs)),
-          has_bias ? dvf.sum(0) : Tensor()};
+  auto [dw_hy, db_y] = weight_grad(flat(dv), flat(hs), has_bias, onednn);
+  return {da, dstate, weight_grad(flat(da), flat(ys.slice(0, 0, steps)), false, onednn).first, dw_hy, db_y};
 }
 
 // -- LSTM (peephole, projection, layer norm): gates i, f, g, o; c_t = f c + i g; h_t = o tanh(c_t) --------
@@ -533,7 +545,7 @@ using LSTMForward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, T
 //     xh (T, B, 4H), rh (T, B, 1), xc (T, B, H), rc (T, B, 1) normalised products and rstd [layer norm])
 LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                          const OptTensor& w_hr, const OptTensor& peep_, const OptTensor& g_h_,
-                         const OptTensor& g_c_, const OptTensor& b_c_, const OptTensor& alive_, bool mkldnn) {
+                         const OptTensor& g_c_, const OptTensor& b_c_, const OptTensor& alive_, int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const Tensor peep = contiguous_or_undefined(peep_), g_h = contiguous_or_undefined(g_h_);
   const Tensor g_c = contiguous_or_undefined(g_c_), b_c = contiguous_or_undefined(b_c_);
@@ -550,9 +562,9 @@ LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, 
     xh = at::empty({steps, B, G}, opt), rh = at::empty({steps, B, 1}, opt);
     xc = at::empty({steps, B, H}, opt), rc = at::empty({steps, B, 1}, opt);
   }
-  Linear rec(w_hh, B, mkldnn);
+  Linear rec(w_hh, B, onednn);
   std::optional<Linear> project;
-  if (proj) project.emplace(*w_hr, B, mkldnn);
+  if (proj) project.emplace(*w_hr, B, onednn);
   RNNKIT_DISPATCH(xw, "lstm_forward", [&] {
     using T = scalar_t;
     const T *pi = has_peep ? peep.data_ptr<T>() : nullptr, *pf = pi ? pi + H : nullptr, *po = pi ? pi + 2 * H : nullptr;
@@ -632,7 +644,7 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
                            const OptTensor& w_hr, const OptTensor& peep_, const OptTensor& g_h_, const OptTensor& g_c_,
                            const OptTensor& alive_, const Tensor& hs, const Tensor& cs, const Tensor& acts,
                            const Tensor& tcs, const OptTensor& full_, const OptTensor& xh_, const OptTensor& rh_,
-                           const OptTensor& xc_, const OptTensor& rc_, bool mkldnn) {
+                           const OptTensor& xc_, const OptTensor& rc_, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const Tensor peep = contiguous_or_undefined(peep_), g_h = contiguous_or_undefined(g_h_);
   const Tensor g_c = contiguous_or_undefined(g_c_), full = contiguous_or_undefined(full_);
@@ -646,9 +658,9 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
   Tensor dzc = ln ? at::empty({steps, B, H}, opt) : Tensor();  // of LN_c's output
   Tensor dhs = proj ? at::empty({steps, B, R}, opt) : Tensor();  // dL/dh_t (projected)
   Tensor dh = dh_last.contiguous().clone(), dc = dc_last.contiguous().clone();
-  Linear back(w_hh.t(), B, mkldnn);
+  Linear back(w_hh.t(), B, onednn);
   std::optional<Linear> back_hr;
-  if (proj) back_hr.emplace(w_hr->t(), B, mkldnn);
+  if (proj) back_hr.emplace(w_hr->t(), B, onednn);
   RNNKIT_DISPATCH(dy, "lstm_backward", [&] {
     using T = scalar_t;
     const Vec<T> one(T(1));
@@ -723,8 +735,8 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
       take_alive<T>(dh, back(drec[t]), live);
     }
   });
-  const Tensor dw_hh = flat(drec).t().mm(flat(hs.slice(0, 0, steps)));
-  const Tensor dw_hr = proj ? flat(dhs).t().mm(flat(full)) : Tensor();
+  const Tensor dw_hh = weight_grad(flat(drec), flat(hs.slice(0, 0, steps)), false, onednn).first;
+  const Tensor dw_hr = proj ? weight_grad(flat(dhs), flat(full), false, onednn).first : Tensor();
   Tensor dpeep, dg_h, dg_c, db_c;
   if (has_peep) {
     dpeep = at::stack({(dgates.slice(2, 0, H) * cs.slice(0, 0, steps)).sum({0, 1}),
@@ -738,24 +750,24 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
 }  // namespace
 
 TORCH_LIBRARY(rnnkit_scan, m) {
-  m.def("elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, int act, bool mkldnn)"
+  m.def("elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, int act, int onednn)"
         " -> (Tensor, Tensor, Tensor)");
-  m.def("elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor? alive, int act, bool mkldnn)"
+  m.def("elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor? alive, int act, int onednn)"
         " -> (Tensor, Tensor, Tensor)");
   m.def("gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? alive, bool reset_after,"
-        " bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        " int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor dy, Tensor dh_last, Tensor w_hh, bool has_bias, Tensor hs, Tensor rz, Tensor n,"
-        " Tensor m, Tensor? alive, bool reset_after, bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor)");
+        " Tensor m, Tensor? alive, bool reset_after, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("jordan_forward(Tensor xw, Tensor y0, Tensor w_yh, Tensor w_hy, Tensor? b_y, Tensor? alive, int act,"
-        " int out_act, bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor)");
+        " int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("jordan_backward(Tensor dy, Tensor dy_last, Tensor w_yh, Tensor w_hy, bool has_bias, Tensor hs,"
-        " Tensor ys, Tensor? alive, int act, int out_act, bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        " Tensor ys, Tensor? alive, int act, int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peep, Tensor? g_h,"
-        " Tensor? g_c, Tensor? b_c, Tensor? alive, bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor, Tensor,"
+        " Tensor? g_c, Tensor? b_c, Tensor? alive, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor,"
         " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor dy, Tensor dh_last, Tensor dc_last, Tensor w_hh, Tensor? w_hr, Tensor? peep,"
         " Tensor? g_h, Tensor? g_c, Tensor? alive, Tensor hs, Tensor cs, Tensor acts, Tensor tcs, Tensor? full,"
-        " Tensor? xh, Tensor? rh, Tensor? xc, Tensor? rc, bool mkldnn) -> (Tensor, Tensor, Tensor, Tensor,"
+        " Tensor? xh, Tensor? rh, Tensor? xc, Tensor? rc, int onednn) -> (Tensor, Tensor, Tensor, Tensor,"
         " Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
