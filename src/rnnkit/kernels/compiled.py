@@ -16,6 +16,7 @@ it off. It runs float32 and float64 on the CPU; other devices and dtypes take th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -83,10 +84,11 @@ def _build() -> Any:
         raise RuntimeError("ninja not found (pip install ninja)")
     cap = torch.backends.cpu.get_cpu_capability()
     flags = ["-O3"]
-    name = "rnnkit_scan"
     if cap in _ISA_FLAGS:
         flags += [f"-DCPU_CAPABILITY={cap}", f"-DCPU_CAPABILITY_{cap}", *_ISA_FLAGS[cap]]
-        name += "_" + cap.lower()
+    # one build folder per source and flags: checkouts of different versions never load each other's
+    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+    name = f"rnnkit_scan_{digest}"
     _log.info("rnnkit: building the compiled kernels (%s, once per machine)", name)
     cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags, is_python_module=False, verbose=False)
     return torch.ops.rnnkit_scan
@@ -119,8 +121,9 @@ def failure() -> str | None:
 
 
 def usable(x: Tensor, kernel: str) -> bool:
-    """Whether fused kernel ``kernel`` runs its compiled loop for step inputs ``x``; counted in PATHS."""
-    ok = x.device.type == "cpu" and x.dtype in DTYPES and available()
+    """Whether fused kernel ``kernel`` runs its compiled loop for step inputs ``x``; counted in PATHS.
+    Not while torch.compile traces (the ops have no fake-tensor kernels; the Python loops trace)."""
+    ok = x.device.type == "cpu" and x.dtype in DTYPES and not torch.compiler.is_compiling() and available()
     PATHS[kernel, "compiled" if ok else "python"] += 1
     return ok
 

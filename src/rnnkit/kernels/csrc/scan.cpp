@@ -62,20 +62,25 @@ struct Linear {
   }
 };
 
-Tensor flat(const Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+Tensor flat(const Tensor& t) {
+  return t.reshape({-1, t.size(-1)});
+}
 
 // d^T x (out, in) and, with `bias`, d.sum(0), for d (N, out), x (N, in): a weight's (and bias's) gradient
 // over all steps at once, as packed.weight_grad does it.
 std::pair<Tensor, Tensor> weight_grad(const Tensor& d, const Tensor& x, bool bias, int64_t onednn) {
   if ((onednn & kWeightGrad) && d.scalar_type() == at::kFloat) {
     const Tensor like = at::empty({d.size(1), x.size(1)}, d.options());  // dense out
-    auto grads = at::mkldnn_linear_backward_weights(d.contiguous().to_mkldnn(), x.contiguous().to_mkldnn(), like, bias);
+    auto grads = at::mkldnn_linear_backward_weights(d.contiguous().to_mkldnn(), x.contiguous().to_mkldnn(),
+                                                    like, bias);
     return {std::get<0>(grads), bias ? std::get<1>(grads) : Tensor()};
   }
   return {d.t().mm(x), bias ? d.sum(0) : Tensor()};
 }
 
-Tensor contiguous_or_undefined(const OptTensor& t) { return t ? t->contiguous() : Tensor(); }
+Tensor contiguous_or_undefined(const OptTensor& t) {
+  return t ? t->contiguous() : Tensor();
+}
 
 // -- activations, and their derivatives written in terms of the output y --------------------------------
 
@@ -92,10 +97,14 @@ inline Vec<T> sigmoid(const Vec<T>& v) {
 template <typename T>
 inline Vec<T> activate(int64_t act, const Vec<T>& v) {
   switch (act) {
-    case TANH: return v.tanh();
-    case SIGMOID: return sigmoid(v);
-    case RELU: return at::vec::clamp_min(v, Vec<T>(T(0)));
-    default: return v;
+    case TANH:
+      return v.tanh();
+    case SIGMOID:
+      return sigmoid(v);
+    case RELU:
+      return at::vec::clamp_min(v, Vec<T>(T(0)));
+    default:
+      return v;
   }
 }
 
@@ -103,10 +112,14 @@ template <typename T>
 inline Vec<T> derivative(int64_t act, const Vec<T>& y) {
   const Vec<T> one(T(1)), zero(T(0));
   switch (act) {
-    case TANH: return one - y * y;
-    case SIGMOID: return y * (one - y);
-    case RELU: return Vec<T>::blendv(zero, one, y > zero);
-    default: return one;
+    case TANH:
+      return one - y * y;
+    case SIGMOID:
+      return y * (one - y);
+    case RELU:
+      return Vec<T>::blendv(zero, one, y > zero);
+    default:
+      return one;
   }
 }
 
@@ -152,7 +165,9 @@ inline const bool* alive_at(const Tensor& alive, int64_t t, int64_t B) {
   return alive.defined() ? alive.data_ptr<bool>() + t * B : nullptr;
 }
 
-inline bool dead(const bool* live, int64_t b) { return live && !live[b]; }
+inline bool dead(const bool* live, int64_t b) {
+  return live && !live[b];
+}
 
 template <typename T>
 inline void copy_row(T* dst, const T* src, int64_t n) {
@@ -210,9 +225,9 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& xw_, const Tensor
 }
 
 // -> (dxw (T, B, H), dh0, dw_hh)
-std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& w_hh,
-                                                  const Tensor& hs, const OptTensor& alive_, int64_t act,
-                                                  int64_t onednn) {
+std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tensor& dh_last,
+                                                  const Tensor& w_hh, const Tensor& hs,
+                                                  const OptTensor& alive_, int64_t act, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), H = dy.size(2);
   Tensor dz = at::empty_like(dy), dh = dh_last.contiguous().clone();
@@ -220,14 +235,16 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tenso
   RNNKIT_DISPATCH(dy, "elman_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
-      const T *g = dy.data_ptr<T>() + t * B * H, *y = hs.data_ptr<T>() + (t + 1) * B * H, *d = dh.data_ptr<T>();
+      const T *g = dy.data_ptr<T>() + t * B * H, *y = hs.data_ptr<T>() + (t + 1) * B * H,
+              *d = dh.data_ptr<T>();
       T* z = dz.data_ptr<T>() + t * B * H;
       const bool* live = alive_at(alive, t, B);
       rows(B, H, [&](int64_t b) {
         const int64_t o = b * H;
         if (dead(live, b)) return zero_row(z + o, H);  // no gradient into a finished sequence's steps
         chunks<T>(H, [&](int64_t i, int64_t n) {
-          ((load(d + o + i, n) + load(g + o + i, n)) * derivative(act, load(y + o + i, n))).store(z + o + i, n);
+          ((load(d + o + i, n) + load(g + o + i, n)) * derivative(act, load(y + o + i, n)))
+              .store(z + o + i, n);
         });
       });
       take_alive<T>(dh, back(dz[t]), live);
@@ -241,9 +258,10 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tenso
 
 // -> (y, h_last, hs (T+1, B, H), rz (T, B, 2H), n (T, B, H), m (T, B, H)): m = h W_hn^T + b_hn or r * h
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_, const Tensor& h0,
-                                                                       const Tensor& w_hh, const OptTensor& b_hh,
-                                                                       const OptTensor& alive_, bool reset_after,
-                                                                       int64_t onednn) {
+                                                                       const Tensor& w_hh,
+                                                                       const OptTensor& b_hh,
+                                                                       const OptTensor& alive_,
+                                                                       bool reset_after, int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = h0.size(1), G = 3 * H;
   Tensor hs = at::empty({steps + 1, B, H}, xw.options());
@@ -316,14 +334,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Ten
 }
 
 // -> (dxw (T, B, 3H), dh0, dw_hh, db_hh or undefined)
-std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& w_hh,
-                                                        bool has_bias, const Tensor& hs, const Tensor& rz,
-                                                        const Tensor& n_all, const Tensor& m_all,
-                                                        const OptTensor& alive_, bool reset_after, int64_t onednn) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const Tensor& dh_last,
+                                                        const Tensor& w_hh, bool has_bias, const Tensor& hs,
+                                                        const Tensor& rz, const Tensor& n_all,
+                                                        const Tensor& m_all, const OptTensor& alive_,
+                                                        bool reset_after, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), H = dy.size(2), G = 3 * H;
   Tensor dxg = at::empty({steps, B, G}, dy.options()), dh = dh_last.contiguous().clone();
-  Tensor dm;  // reset after: of h W_hh^T + b_hh, [dr, dz, dn * r]
+  Tensor dm;         // reset after: of h W_hh^T + b_hh, [dr, dz, dn * r]
   Tensor drz, dn_s;  // reset before: contiguous copies of [dr, dz] and dn for the two products
   const Tensor w = w_hh.contiguous();
   std::optional<Linear> back, back_rz, back_n;
@@ -436,10 +455,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const
 // -- Jordan: h_t = phi(xw_t + y_{t-1} W_yh^T), y_t = psi(h_t W_hy^T + b_y) --------------------------------
 
 // -> (y (T, B, O), y_last, hs (T, B, H), ys (T+1, B, O))
-std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, const Tensor& y0, const Tensor& w_yh,
-                                                          const Tensor& w_hy, const OptTensor& b_y,
-                                                          const OptTensor& alive_, int64_t act, int64_t out_act,
-                                                          int64_t onednn) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, const Tensor& y0,
+                                                          const Tensor& w_yh, const Tensor& w_hy,
+                                                          const OptTensor& b_y, const OptTensor& alive_,
+                                                          int64_t act, int64_t out_act, int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = xw.size(2), O = y0.size(1);
   Tensor hs = at::empty({steps, B, H}, xw.options()), ys = at::empty({steps + 1, B, O}, xw.options());
@@ -462,7 +481,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, con
       const bool* live = alive_at(alive, t, B);
       rows(B, O, [&](int64_t b) {
         if (dead(live, b)) return copy_row(out + b * O, prev + b * O, O);
-        chunks<T>(O, [&](int64_t i, int64_t c) { activate(out_act, load(q + b * O + i, c)).store(out + b * O + i, c); });
+        chunks<T>(O, [&](int64_t i, int64_t c) {
+          activate(out_act, load(q + b * O + i, c)).store(out + b * O + i, c);
+        });
       });
     }
   });
@@ -472,9 +493,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, con
 // -> (dxw (T, B, H), dy0, dw_yh, dw_hy, db_y or undefined)
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor& dy_, const Tensor& dy_last,
                                                                    const Tensor& w_yh, const Tensor& w_hy,
-                                                                   bool has_bias, const Tensor& hs, const Tensor& ys,
-                                                                   const OptTensor& alive_, int64_t act,
-                                                                   int64_t out_act, int64_t onednn) {
+                                                                   bool has_bias, const Tensor& hs,
+                                                                   const Tensor& ys, const OptTensor& alive_,
+                                                                   int64_t act, int64_t out_act,
+                                                                   int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const int64_t steps = dy.size(0), B = dy.size(1), O = dy.size(2), H = hs.size(2);
   Tensor dv = at::empty_like(dy), da = at::empty_like(hs), dstate = dy_last.contiguous().clone();
@@ -482,7 +504,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor&
   RNNKIT_DISPATCH(dy, "jordan_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
-      const T *g = dy.data_ptr<T>() + t * B * O, *y = ys.data_ptr<T>() + (t + 1) * B * O, *d = dstate.data_ptr<T>();
+      const T *g = dy.data_ptr<T>() + t * B * O, *y = ys.data_ptr<T>() + (t + 1) * B * O,
+              *d = dstate.data_ptr<T>();
       T* v = dv.data_ptr<T>() + t * B * O;
       const bool* live = alive_at(alive, t, B);
       rows(B, O, [&](int64_t b) {  // dL/dy_t: as output and as the next step's state
@@ -518,10 +541,12 @@ template <typename T>
 inline std::pair<T, T> moments(const T* p, int64_t n) {
   const T mean = reduce<T>(n, [&](int64_t i, int64_t c) { return load(p + i, c); }) / T(n);
   const Vec<T> mv(mean);
-  const T var = reduce<T>(n, [&](int64_t i, int64_t c) {
-                  const Vec<T> d = load(p + i, c) - mv;
-                  return d * d;
-                }) / T(n);
+  const T var = reduce<T>(n,
+                          [&](int64_t i, int64_t c) {
+                            const Vec<T> d = load(p + i, c) - mv;
+                            return d * d;
+                          }) /
+                T(n);
   return {mean, T(1) / std::sqrt(var + T(kEps))};
 }
 
@@ -545,7 +570,8 @@ using LSTMForward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, T
 //     xh (T, B, 4H), rh (T, B, 1), xc (T, B, H), rc (T, B, 1) normalised products and rstd [layer norm])
 LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                          const OptTensor& w_hr, const OptTensor& peep_, const OptTensor& g_h_,
-                         const OptTensor& g_c_, const OptTensor& b_c_, const OptTensor& alive_, int64_t onednn) {
+                         const OptTensor& g_c_, const OptTensor& b_c_, const OptTensor& alive_,
+                         int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
   const Tensor peep = contiguous_or_undefined(peep_), g_h = contiguous_or_undefined(g_h_);
   const Tensor g_c = contiguous_or_undefined(g_c_), b_c = contiguous_or_undefined(b_c_);
@@ -567,17 +593,20 @@ LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, 
   if (proj) project.emplace(*w_hr, B, onednn);
   RNNKIT_DISPATCH(xw, "lstm_forward", [&] {
     using T = scalar_t;
-    const T *pi = has_peep ? peep.data_ptr<T>() : nullptr, *pf = pi ? pi + H : nullptr, *po = pi ? pi + 2 * H : nullptr;
+    const T *pi = has_peep ? peep.data_ptr<T>() : nullptr, *pf = pi ? pi + H : nullptr,
+            *po = pi ? pi + 2 * H : nullptr;
     const T *gh = ln ? g_h.data_ptr<T>() : nullptr, *gc = ln ? g_c.data_ptr<T>() : nullptr;
     const T* bc = ln ? b_c.data_ptr<T>() : nullptr;
     for (int64_t t = 0; t < steps; ++t) {
       const Tensor hw = rec(hs[t]);
-      const T *x = xw.data_ptr<T>() + t * B * G, *p = hw.data_ptr<T>(), *c_prev = cs.data_ptr<T>() + t * B * H;
+      const T *x = xw.data_ptr<T>() + t * B * G, *p = hw.data_ptr<T>(),
+              *c_prev = cs.data_ptr<T>() + t * B * H;
       const T* h_prev = hs.data_ptr<T>() + t * B * R;
       T *c_new = cs.data_ptr<T>() + (t + 1) * B * H, *a = acts.data_ptr<T>() + t * B * G;
       T *tc = tcs.data_ptr<T>() + t * B * H, *h_new = hs.data_ptr<T>() + (t + 1) * B * R;
       T* out = proj ? full.data_ptr<T>() + t * B * H : h_new;  // o * tanh(.) goes here
-      T *xht = ln ? xh.data_ptr<T>() + t * B * G : nullptr, *xct = ln ? xc.data_ptr<T>() + t * B * H : nullptr;
+      T *xht = ln ? xh.data_ptr<T>() + t * B * G : nullptr,
+        *xct = ln ? xc.data_ptr<T>() + t * B * H : nullptr;
       T *rht = ln ? rh.data_ptr<T>() + t * B : nullptr, *rct = ln ? rc.data_ptr<T>() + t * B : nullptr;
       const bool* live = alive_at(alive, t, B);
       rows(B, G, [&](int64_t b) {
@@ -589,10 +618,12 @@ LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, 
           const std::pair<T, T> stats = moments(pb, G);
           rht[b] = stats.second;
           const Vec<T> mv(stats.first), rv(stats.second);
-          chunks<T>(G, [&](int64_t i, int64_t c) { ((load(pb + i, c) - mv) * rv).store(xht + b * G + i, c); });
+          chunks<T>(G,
+                    [&](int64_t i, int64_t c) { ((load(pb + i, c) - mv) * rv).store(xht + b * G + i, c); });
         }
         auto pre = [&](int64_t k, int64_t c) {
-          return ln ? load(xb + k, c) + load(xht + b * G + k, c) * load(gh + k, c) : load(xb + k, c) + load(pb + k, c);
+          return ln ? load(xb + k, c) + load(xht + b * G + k, c) * load(gh + k, c)
+                    : load(xb + k, c) + load(pb + k, c);
         };
         // h = o tanh(.) from the cell output's activation input u
         auto output = [&](int64_t i, int64_t c, const Vec<T>& cnew, const Vec<T>& u) {
@@ -634,16 +665,19 @@ LSTMForward lstm_forward(const Tensor& xw_, const Tensor& h0, const Tensor& c0, 
       }
     }
   });
-  return {hs.slice(0, 1).clone(), hs[steps].clone(), cs[steps].clone(), hs, cs, acts, tcs, full, xh, rh, xc, rc};
+  return {
+      hs.slice(0, 1).clone(), hs[steps].clone(), cs[steps].clone(), hs, cs, acts, tcs, full, xh, rh, xc, rc};
 }
 
 using LSTMBackward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// -> (dxw = dgates (T, B, 4H), dh0, dc0, dw_hh, dw_hr, dpeep (3, H), dg_h, dg_c, db_c; undefined where absent)
-LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& dc_last, const Tensor& w_hh,
-                           const OptTensor& w_hr, const OptTensor& peep_, const OptTensor& g_h_, const OptTensor& g_c_,
-                           const OptTensor& alive_, const Tensor& hs, const Tensor& cs, const Tensor& acts,
-                           const Tensor& tcs, const OptTensor& full_, const OptTensor& xh_, const OptTensor& rh_,
+// -> (dxw = dgates (T, B, 4H), dh0, dc0, dw_hh, dw_hr, dpeep (3, H), dg_h, dg_c, db_c; undefined where
+// absent)
+LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tensor& dc_last,
+                           const Tensor& w_hh, const OptTensor& w_hr, const OptTensor& peep_,
+                           const OptTensor& g_h_, const OptTensor& g_c_, const OptTensor& alive_,
+                           const Tensor& hs, const Tensor& cs, const Tensor& acts, const Tensor& tcs,
+                           const OptTensor& full_, const OptTensor& xh_, const OptTensor& rh_,
                            const OptTensor& xc_, const OptTensor& rc_, int64_t onednn) {
   const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
   const Tensor peep = contiguous_or_undefined(peep_), g_h = contiguous_or_undefined(g_h_);
@@ -654,8 +688,8 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
   const bool proj = w_hr.has_value(), ln = g_h.defined(), has_peep = peep.defined();
   const auto opt = dy.options();
   Tensor dgates = at::empty({steps, B, G}, opt);
-  Tensor drec = ln ? at::empty({steps, B, G}, opt) : dgates;  // of h W_hh^T
-  Tensor dzc = ln ? at::empty({steps, B, H}, opt) : Tensor();  // of LN_c's output
+  Tensor drec = ln ? at::empty({steps, B, G}, opt) : dgates;     // of h W_hh^T
+  Tensor dzc = ln ? at::empty({steps, B, H}, opt) : Tensor();    // of LN_c's output
   Tensor dhs = proj ? at::empty({steps, B, R}, opt) : Tensor();  // dL/dh_t (projected)
   Tensor dh = dh_last.contiguous().clone(), dc = dc_last.contiguous().clone();
   Linear back(w_hh.t(), B, onednn);
@@ -664,7 +698,8 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
   RNNKIT_DISPATCH(dy, "lstm_backward", [&] {
     using T = scalar_t;
     const Vec<T> one(T(1));
-    const T *pi = has_peep ? peep.data_ptr<T>() : nullptr, *pf = pi ? pi + H : nullptr, *po = pi ? pi + 2 * H : nullptr;
+    const T *pi = has_peep ? peep.data_ptr<T>() : nullptr, *pf = pi ? pi + H : nullptr,
+            *po = pi ? pi + 2 * H : nullptr;
     const T *gh = ln ? g_h.data_ptr<T>() : nullptr, *gc = ln ? g_c.data_ptr<T>() : nullptr;
     for (int64_t t = steps - 1; t >= 0; --t) {
       const T *gy = dy.data_ptr<T>() + t * B * R, *a = acts.data_ptr<T>() + t * B * G;
@@ -672,7 +707,8 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
       T *d = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>(), *dg = dgates.data_ptr<T>() + t * B * G;
       T* dr = drec.data_ptr<T>() + t * B * G;
       T* dz = ln ? dzc.data_ptr<T>() + t * B * H : nullptr;
-      const T *xht = ln ? xh.data_ptr<T>() + t * B * G : nullptr, *xct = ln ? xc.data_ptr<T>() + t * B * H : nullptr;
+      const T *xht = ln ? xh.data_ptr<T>() + t * B * G : nullptr,
+              *xct = ln ? xc.data_ptr<T>() + t * B * H : nullptr;
       const T *rht = ln ? rh.data_ptr<T>() + t * B : nullptr, *rct = ln ? rc.data_ptr<T>() + t * B : nullptr;
       const bool* live = alive_at(alive, t, B);
       Tensor ghp;  // with a projection: dL/d(o tanh(.)) = (dL/dh_t) W_hr
@@ -722,7 +758,8 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
         if (ln) {  // through u = LN(c_t) g_c + b_c, then the gates; then through LN(h W_hh^T) g_h
           std::vector<T> scratch(H);
           T* u = scratch.data();
-          chunks<T>(H, [&](int64_t i, int64_t c) { (load(dz + b * H + i, c) * load(gc + i, c)).store(u + i, c); });
+          chunks<T>(
+              H, [&](int64_t i, int64_t c) { (load(dz + b * H + i, c) * load(gc + i, c)).store(u + i, c); });
           norm_backward(u, xct + b * H, rct[b], H, u);
           chunks<T>(H, [&](int64_t i, int64_t c) {
             cell(i, c, load(dcb + i, c) + load(u + i, c), load(dgb + 3 * H + i, c));
@@ -750,25 +787,34 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
 }  // namespace
 
 TORCH_LIBRARY(rnnkit_scan, m) {
-  m.def("elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, int act, int onednn)"
-        " -> (Tensor, Tensor, Tensor)");
-  m.def("elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor? alive, int act, int onednn)"
-        " -> (Tensor, Tensor, Tensor)");
-  m.def("gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? alive, bool reset_after,"
-        " int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("gru_backward(Tensor dy, Tensor dh_last, Tensor w_hh, bool has_bias, Tensor hs, Tensor rz, Tensor n,"
-        " Tensor m, Tensor? alive, bool reset_after, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("jordan_forward(Tensor xw, Tensor y0, Tensor w_yh, Tensor w_hy, Tensor? b_y, Tensor? alive, int act,"
-        " int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("jordan_backward(Tensor dy, Tensor dy_last, Tensor w_yh, Tensor w_hy, bool has_bias, Tensor hs,"
-        " Tensor ys, Tensor? alive, int act, int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peep, Tensor? g_h,"
-        " Tensor? g_c, Tensor? b_c, Tensor? alive, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor,"
-        " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("lstm_backward(Tensor dy, Tensor dh_last, Tensor dc_last, Tensor w_hh, Tensor? w_hr, Tensor? peep,"
-        " Tensor? g_h, Tensor? g_c, Tensor? alive, Tensor hs, Tensor cs, Tensor acts, Tensor tcs, Tensor? full,"
-        " Tensor? xh, Tensor? rh, Tensor? xc, Tensor? rc, int onednn) -> (Tensor, Tensor, Tensor, Tensor,"
-        " Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, int act, int onednn)"
+      " -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor? alive, int act, int onednn)"
+      " -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? alive, bool reset_after,"
+      " int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "gru_backward(Tensor dy, Tensor dh_last, Tensor w_hh, bool has_bias, Tensor hs, Tensor rz, Tensor n,"
+      " Tensor m, Tensor? alive, bool reset_after, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "jordan_forward(Tensor xw, Tensor y0, Tensor w_yh, Tensor w_hy, Tensor? b_y, Tensor? alive, int act,"
+      " int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "jordan_backward(Tensor dy, Tensor dy_last, Tensor w_yh, Tensor w_hy, bool has_bias, Tensor hs,"
+      " Tensor ys, Tensor? alive, int act, int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)");
+  m.def(
+      "lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peep, Tensor? g_h,"
+      " Tensor? g_c, Tensor? b_c, Tensor? alive, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor,"
+      " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "lstm_backward(Tensor dy, Tensor dh_last, Tensor dc_last, Tensor w_hh, Tensor? w_hr, Tensor? peep,"
+      " Tensor? g_h, Tensor? g_c, Tensor? alive, Tensor hs, Tensor cs, Tensor acts, Tensor tcs, Tensor? full,"
+      " Tensor? xh, Tensor? rh, Tensor? xc, Tensor? rc, int onednn) -> (Tensor, Tensor, Tensor, Tensor,"
+      " Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit_scan, CPU, m) {
