@@ -15,8 +15,8 @@ import torch
 from test_fused import FUSED_CELLS, fields, pair, state_like
 from test_fused import run as run_once
 
-from rnnkit import GRUCell, Recurrent
-from rnnkit.kernels import compiled
+from rnnkit import ElmanCell, GRUCell, Recurrent
+from rnnkit.kernels import compiled, dispatch
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
 needs_build = pytest.mark.skipif(
@@ -121,10 +121,10 @@ def test_compiled_gradcheck(built, name):
     torch.manual_seed(0)
     model = Recurrent(FUSED_CELLS[name], input_size=2, bidirectional=True, impl="fused").double()
     params = dict(model.named_parameters())
-    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    h0 = tuple(s.requires_grad_() for s in fields(state_like(model, 2, 3, torch.Generator().manual_seed(0))))
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    h0 = tuple(s.requires_grad_() for s in fields(state_like(model, 2, 2, torch.Generator().manual_seed(0))))
     n = len(h0)
-    lengths = torch.tensor([4, 2, 3])
+    lengths = torch.tensor([3, 2])
 
     def g(x, *rest):  # gradcheck wants flat tensor arguments and outputs
         values = dict(zip(params, rest[n:], strict=True))
@@ -200,3 +200,23 @@ def test_rows_split_over_threads_match(built, monkeypatch, kernel):
     torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-10)
     for key in want[2]:
         torch.testing.assert_close(got[2][key], want[2][key], rtol=1e-9, atol=1e-9, msg=f"grad {key}")
+
+
+@needs_build
+@pytest.mark.parametrize(
+    "cell,batch,hidden,grad",
+    [
+        (lambda h: GRUCell(8, h), 1, 128, True),  # GRU trains faster fused from tiny steps on
+        (lambda h: GRUCell(8, h), 8, 128, False),
+        (lambda h: ElmanCell(8, h), 4, 128, True),
+    ],
+)
+def test_auto_takes_the_compiled_kernel_earlier(built, monkeypatch, cell, batch, hidden, grad):
+    """Between dispatch.FUSED_WINS_COMPILED's and FUSED_WINS's thresholds "auto" runs the fused
+    kernel only when its compiled loops run; switched off, torch's own op."""
+    model = Recurrent(cell(hidden))
+    x = torch.randn(3, batch, 8)
+    with torch.set_grad_enabled(grad):
+        assert dispatch.plan(model.cells, "concat", "auto", None, x).native_op is None
+        monkeypatch.setenv(compiled.ENV_OFF, "1")
+        assert dispatch.plan(model.cells, "concat", "auto", None, x).native_op is not None

@@ -120,10 +120,16 @@ def failure() -> str | None:
     return _failure
 
 
+def runs_for(x: Tensor) -> bool:
+    """Whether the compiled loops run for step inputs ``x``: float32/float64 on the CPU, the extension
+    built (this may build it), and not while torch.compile traces (the ops have no fake-tensor
+    kernels; the Python loops trace)."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and not torch.compiler.is_compiling() and available()
+
+
 def usable(x: Tensor, kernel: str) -> bool:
-    """Whether fused kernel ``kernel`` runs its compiled loop for step inputs ``x``; counted in PATHS.
-    Not while torch.compile traces (the ops have no fake-tensor kernels; the Python loops trace)."""
-    ok = x.device.type == "cpu" and x.dtype in DTYPES and not torch.compiler.is_compiling() and available()
+    """:func:`runs_for`, counted in PATHS under fused kernel ``kernel``."""
+    ok = runs_for(x)
     PATHS[kernel, "compiled" if ok else "python"] += 1
     return ok
 
