@@ -1,4 +1,5 @@
-"""rnnkit's fused kernels (analytic BPTT) against the reference loop over ``cell.step``."""
+"""rnnkit's fused kernels (analytic BPTT) against the reference loop over ``cell.step``: their Python
+loops (the compiled loops, tests/test_compiled.py, are switched off here)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, Recurrent
 from rnnkit.errors import InputError
+from rnnkit.kernels.compiled import ENV_OFF
 from rnnkit.kernels.fused import fused_kernel
 
 FUSED_CELLS = {
@@ -32,6 +34,11 @@ FUSED_CELLS = {
         n, 4, proj_size=2, peephole=True, layer_norm=True, forget_bias=1.0
     ),
 }
+
+
+@pytest.fixture(autouse=True)
+def python_loops(monkeypatch):
+    monkeypatch.setenv(ENV_OFF, "1")
 
 
 def state_like(model, K, B, gen):

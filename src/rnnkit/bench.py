@@ -2,7 +2,9 @@
 
 Each row times one model on one configuration (T, B, H, layers, direction, forward or forward +
 backward): rnnkit with ``impl="auto"`` against a peer (``torch.nn``'s layer for the standard cells,
-and the plain Python loop, autograd through ``cell.step``, for every cell). Runs alternate between
+the plain Python loop, autograd through ``cell.step``, for every cell, and on request rnnkit itself
+with its compiled loops switched off, peer "python-loops": the fused kernels' Python loops, which
+shows what ``kernels/compiled.py`` gains). Runs alternate between
 the contenders after a warm-up, and the median of ``repeats`` runs is reported; speedup = peer time /
 rnnkit time. Nothing here asserts a time: results go to docs/benchmarks.md.
 
@@ -17,6 +19,7 @@ time step, the state passed back in; their times are per step.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import platform
@@ -29,6 +32,7 @@ from typing import Any
 import torch
 
 from .cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from .kernels.compiled import switched_off
 from .layers import GRU, LSTM, RNN, Recurrent
 
 # name -> (rnnkit factory (input_size, hidden, layers, bidirectional, impl), torch.nn class or None,
@@ -118,24 +122,44 @@ def grid(quick: bool) -> Iterator[dict[str, Any]]:
             }
 
 
-def _timer(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], float]:
+# "wall": elapsed time. "cpu": this process's CPU time, for a machine other work keeps busy: time
+# slices lost to other processes do not count (meaningful with one torch thread, where no thread
+# spins waiting for another).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timer(
+    model: torch.nn.Module, x: torch.Tensor, backward: bool, compiled: bool = True, clock: str = "wall"
+) -> Callable[[], float]:
+    now = CLOCKS[clock]
+
     def run() -> float:
-        start = time.perf_counter()
+        with contextlib.nullcontext() if compiled else switched_off():
+            return timed()
+
+    def timed() -> float:
+        start = now()
         if backward:
             y, _ = model(x)
             y.sum().backward()
         else:
             with torch.no_grad():
                 model(x)
-        return time.perf_counter() - start
+        return now() - start
 
     return run
 
 
 def compare(
-    name: str, cfg: dict[str, Any], repeats: int = 7, peers: tuple[str, ...] = ("torch", "loop")
+    name: str,
+    cfg: dict[str, Any],
+    repeats: int = 7,
+    peers: tuple[str, ...] = ("torch", "loop"),
+    clock: str = "wall",
 ) -> list[Row]:
-    """Time rnnkit against each available peer on one configuration."""
+    """Time rnnkit against each available peer on one configuration: "torch" (torch.nn's layer, where
+    torch has the model), "loop" (the reference loop over ``cell.step``), "python-loops" (rnnkit with
+    its compiled loops switched off)."""
     make, torch_cls, gates = MODELS[name]
     T, B, D, H, layers, bi = cfg["T"], cfg["B"], cfg["D"], cfg["H"], cfg["layers"], cfg["bidirectional"]
     torch.manual_seed(0)
@@ -145,7 +169,9 @@ def compare(
         contenders[f"torch.nn.{torch_cls.__name__}"] = torch_cls(D, H, layers, bidirectional=bi)
     if "loop" in peers:
         contenders["python-loop"] = make(D, H, layers, bi, "reference")
-    timers = {k: _timer(m, x, cfg["backward"]) for k, m in contenders.items()}
+    timers = {k: _timer(m, x, cfg["backward"], clock=clock) for k, m in contenders.items()}
+    if "python-loops" in peers:  # the same model, its fused kernels on their Python loops
+        timers["rnnkit (Python loops)"] = _timer(contenders["rnnkit"], x, cfg["backward"], False, clock)
     times: dict[str, list[float]] = {k: [] for k in timers}
     for _ in range(2):  # warm-up: packing caches, allocator, lazy init
         for t in timers.values():

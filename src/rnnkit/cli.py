@@ -72,6 +72,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         stream=not args.no_stream,
         options=args.options or args.options_only,
         grid_rows=not args.options_only,
+        peers=("torch", "loop", "python-loops") if args.python_loops else ("torch", "loop"),
     )
     if args.json:
         print(json.dumps(report))
@@ -850,6 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(training, fwd+bwd, T=100, B=64, H=256)",
     )
     bench.add_argument("--options-only", action="store_true", help="only the option rows (implies --options)")
+    bench.add_argument(
+        "--python-loops",
+        action="store_true",
+        help="also time rnnkit with its compiled loops switched off (what kernels/compiled.py gains)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..cells import Cell
 from ..errors import InputError
+from . import compiled
 from .fused import fused_kernel, run_fused
 from .masks import Recurrence
 from .native import stack_is_native
@@ -51,6 +52,14 @@ FUSED_WINS = {
     "rnn_relu": (1, 1_000_000, 2_000_000),
     "lstm": (4, 1_000_000, 1_000_000),  # only with proj_size: torch's oneDNN LSTM has no projection
 }
+# The same when the fused kernels run their compiled loops (kernels/compiled.py): no Python per step,
+# so they win much earlier ("Compiled loops" in docs/benchmarks.md; GRU B=1, H=128 trains 1.9x faster
+# than torch's op, but its inference step loses below ~200k multiply-adds).
+FUSED_WINS_COMPILED = {
+    "gru": (3, 40_000, 200_000),
+    "rnn_tanh": (1, 60_000, 250_000),
+    "rnn_relu": (1, 60_000, 250_000),
+}
 
 
 def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
@@ -58,12 +67,18 @@ def prefer_fused(op: str, cells: Sequence[Cell], x: Tensor) -> bool:
         return False
     if op == "lstm" and not cells[0].proj_size:
         return False  # plain LSTM: torch's oneDNN kernel already runs at the machine's peak
-    gates, train, infer = FUSED_WINS[op]
     H = cells[0].hidden_size
     grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in cells[0].parameters())
     )
-    return x.shape[1] * gates * H * H >= (train if grad else infer)
+    gates, train, infer = FUSED_WINS[op]
+    macs = x.shape[1] * gates * H * H
+    if macs >= (train if grad else infer):
+        return True
+    if op not in FUSED_WINS_COMPILED:
+        return False
+    _, train, infer = FUSED_WINS_COMPILED[op]  # only here ask for the extension (may build it)
+    return macs >= (train if grad else infer) and compiled.runs_for(x)
 
 
 def plan(

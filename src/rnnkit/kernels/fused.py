@@ -24,8 +24,9 @@ from torch import Tensor
 
 from ..cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell, LSTMState
 from ..cells.base import State, map_state
+from . import compiled
 from .masks import Recurrence, reset_in_processing_order, reverse_padded, step_mask
-from .packed import linear
+from .packed import linear, weight_grad
 
 # activation (in place), and its derivative written in terms of the activation's *output* y
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
@@ -185,7 +186,9 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec:
     grad = _needs_grad((x, h0, init, *cell.parameters()))
     xw = _input_side(x, cell.weight_ih, b, grad)
     args = (xw, h0, cell.weight_hh, alive, cell.nonlinearity, rec.state_mask, rec.zone(0), reset, init)
-    if grad:
+    if compiled.usable(xw, "elman") and _plain(rec, reset, keep):  # the same loops in C++
+        h, h_last = compiled.elman(grad, *args[:5])
+    elif grad:
         h, h_last = ElmanScan.apply(*args)
     else:
         hs = _elman_forward(*args)[0]
@@ -309,6 +312,9 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Rec
     xw = _input_side(x, cell.weight_ih, cell.bias_ih, grad)
     args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after, rec.state_mask, rec.zone(0),
             reset, init)  # fmt: skip
+    if compiled.usable(xw, "gru") and _plain(rec, reset, keep):  # the same loops in C++
+        h, h_last = compiled.gru(grad, *args[:6])
+        return h, h_last, h, {}
     if grad:
         h, h_last, rz, n = GRUScan.apply(*args, keep)
         return h, h_last, h, (_gru_gates(rz, n) if keep else {})
@@ -379,6 +385,9 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None, re
     xw = _input_side(x, cell.weight_ih, cell.bias_h, grad)
     args = (xw, y0, cell.weight_yh, cell.weight_hy, cell.bias_y, alive, cell.nonlinearity,
             cell.output_activation, rec.state_mask, rec.zone(0), reset, init)  # fmt: skip
+    if compiled.usable(xw, "jordan") and _plain(rec, reset, keep):  # the same loops in C++
+        y, y_last = compiled.jordan(grad, *args[:8])
+        return y, y_last, y, {}
     if grad:
         y, y_last = JordanScan.apply(*args)
         return y, y_last, y, {}
@@ -404,7 +413,7 @@ class Project(torch.autograd.Function):
         T, B, _ = x.shape
         d = _flat(dout)
         dx = linear(w.t(), T * B)(d, None).view_as(x)
-        return dx, d.t() @ _flat(x), d.sum(0) if ctx.has_bias else None
+        return dx, *weight_grad(d, _flat(x), ctx.has_bias)
 
 
 def _norm(v: Tensor) -> tuple[Tensor, Tensor]:
@@ -593,6 +602,9 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
     else:
         xw = Project.apply(x, cell.weight_ih, b) if grad else _project(x, cell.weight_ih, b)
     controls = (rec.state_mask, rec.zone(0), rec.zone(1), reset, *init)
+    if compiled.usable(xw, "lstm") and _plain(rec, reset, keep):  # the same loops in C++
+        y, h, c = compiled.lstm(grad, xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive)
+        return y, LSTMState(h, c), None, {}
     if grad:
         args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive, *controls, keep)
         y, h, c, c_steps, acts = LSTMScan.apply(*args)
@@ -604,6 +616,11 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
 
 
 # -- dispatch ----------------------------------------------------------------------------------------
+
+
+def _plain(rec: Recurrence, reset: Tensor | None, keep: bool) -> bool:
+    """No state dropout, zoneout, resets or per-step states: what the compiled loops (C++) run."""
+    return rec.state_mask is None and rec.zoneout is None and reset is None and not keep
 
 
 def _needs_grad(args: tuple) -> bool:
