@@ -65,11 +65,11 @@ def trace(layer: Recurrent, x: Tensor, state: State | None = None, gates: bool =
             s = map_state(lambda v, k=k: v[k], state)
         hs, ss, ys = [], [], []
         recorded: dict[str, list[Tensor]] = {}
-        for t in range(inputs.shape[0]):
+        for x_t in inputs.unbind(0):  # not inputs[t]: each would get a full (T, B, F) gradient, O(T^2)
             if gates and hasattr(cell, "gates"):
-                for name, value in cell.gates(inputs[t], s).items():
+                for name, value in cell.gates(x_t, s).items():
                     recorded.setdefault(name, []).append(value.detach())
-            y, s = cell.step(inputs[t], s)
+            y, s = cell.step(x_t, s)
             ys.append(y)
             ss.append(s)
             hs.append(s.h if isinstance(s, LSTMState) else s)
