@@ -368,3 +368,17 @@ def test_train_lm_reset_on_a_document_separator(tmp_path, capsys):
         argv = ["train", "lm", "--data", str(corpus), "--out", str(tmp_path / bad[-1]), "--reset-on", bad]
         assert main([*argv, *TINY]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_threads_option_sets_torchs_thread_count(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        argv = ["train", "task", "--task", "parity", "--length", "5", "--hidden", "4", "--steps", "2",
+                "--out", str(tmp_path / "r"), "--no-progress", "--no-plots", "--threads", "1"]  # fmt: skip
+        assert main(argv) == 0 and torch.get_num_threads() == 1
+        assert main([*argv[:-1], "0"]) == 2
+        assert "--threads must be >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

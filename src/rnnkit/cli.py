@@ -523,6 +523,11 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument(
+        "--threads", type=int,
+        help="torch threads for this process (default: torch's, one per core; 1 is often faster for "
+        "small models or on a busy machine)",
+    )  # fmt: skip
     g = p.add_argument_group("training")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     g.add_argument("--weight-decay", type=float, help="AdamW's decoupled decay; an L2 term for the others")
@@ -866,11 +871,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc",
-                 "beam", "train_pairs", "valid_pairs", "test_pairs", "digits"):  # fmt: skip
+                 "beam", "train_pairs", "valid_pairs", "test_pairs", "digits", "threads"):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"rnnkit: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from rnnkit.errors import TrainingError
 
     try:
