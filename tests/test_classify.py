@@ -281,6 +281,13 @@ def test_diagnose_pca_of_a_classifier_run_coloured_by_class(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["series"] == 370 and report["drawn"] == 9 * 8 and len(report["classes"]) == 9
     assert 0 < sum(report["explained_variance"]) <= 1 and png.stat().st_size > 10_000
+    assert report["layer"] == 1  # the top one of the default's 2 layers
+    assert main(["diagnose", "pca", "--run", str(out), "--data", str(TEST), "--out", str(png), "--json",
+                 "--layer", "0"]) == 0  # fmt: skip
+    first = json.loads(capsys.readouterr().out)
+    assert first["layer"] == 0 and first["explained_variance"] != report["explained_variance"]
+    assert main(["diagnose", "pca", "--run", str(out), "--out", str(png), "--layer", "5"]) == 2
+    assert "layer must be in [0, 2)" in capsys.readouterr().err
     assert main(["diagnose", "gates", "--run", str(out)]) == 2
     assert "supports `diagnose pca`" in capsys.readouterr().err
 

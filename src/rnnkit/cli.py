@@ -776,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--length", type=int, default=100, help="with --task: sequence length T (default 100)")
     dg.add_argument("--batch", type=int, default=32, help="with --task: batch size (default 32)")
     dg.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    dg.add_argument("--layer", type=int, default=0, help="which layer (default 0)")
+    dg.add_argument("--layer", type=int, help="which layer (default 0; a classifier's pca: the top one)")
     dg.add_argument("--units", help="units: which hidden units, e.g. 3,17,42 (default the first 4)")
     dg.add_argument("--text", help="with --run: the text to read (default a passage of Romeo and Juliet)")
     dg.add_argument("--text-file", help="with --run: read the text from this file")

@@ -70,7 +70,7 @@ def diagnose(
     length: int = 100,
     batch: int = 32,
     seed: int = 0,
-    layer: int = 0,
+    layer: int | None = None,
     units: list[int] | None = None,
     text: str | None = None,
     data: str | None = None,
@@ -85,7 +85,8 @@ def diagnose(
                 f"{run_dir} is a classifier's run: it supports `diagnose pca` (trajectories coloured by "
                 f"class); {kind} works on language-model runs and on --task models"
             )
-        return classifier_pca(run_dir, out, data=data)
+        return classifier_pca(run_dir, out, data=data, layer=layer)
+    layer = 0 if layer is None else layer
     s = _subject(run_dir, task, cell, hidden, length, batch, seed, text)
     layer_module, x, name = s["layer"], s["x"], s["name"]
     report: dict[str, Any] = {"kind": kind, "subject": name, "plot": str(out)}
@@ -131,11 +132,12 @@ def diagnose(
 
 @torch.no_grad()
 def classifier_pca(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], data: str | None = None,
-                   per_class: int = 8) -> dict[str, Any]:  # fmt: skip
-    """The hidden-state trajectories of a trained classifier's top recurrent layer, projected on their
-    first two principal components (fitted over every step of every series in ``data``, padding left
-    out) and coloured by class: up to ``per_class`` series of each class are drawn, each up to its own
-    length. ``data``: a ``.ts`` file or dataset name; default the run's training series."""
+                   layer: int | None = None, per_class: int = 8) -> dict[str, Any]:  # fmt: skip
+    """The hidden-state trajectories of a trained classifier's recurrent ``layer`` (default the top
+    one; both directions' h side by side), projected on their first two principal components (fitted
+    over every step of every series in ``data``, padding left out) and coloured by class: up to
+    ``per_class`` series of each class are drawn, each up to its own length. ``data``: a ``.ts`` file
+    or dataset name; default the run's training series."""
     from ..classify import as_dataset, load_classifier
     from ..training.tasks import evaluating
 
@@ -147,18 +149,24 @@ def classifier_pca(run_dir: str | os.PathLike[str], out: str | os.PathLike[str],
     dataset = as_dataset(source)
     if dataset.labels is None:
         raise InputError(f"{dataset.source}: the series need class labels to colour by class")
+    rnn = model.rnn
+    layer = rnn.num_layers - 1 if layer is None else layer
+    if not 0 <= layer < rnn.num_layers:
+        raise InputError(f"layer must be in [0, {rnn.num_layers}) for this classifier, got {layer}")
     x, lengths = dataset.padded()  # (N, T, C), (N,)
     with evaluating(model):
-        y, _ = model.rnn(model.normalizer(x), lengths=lengths)  # (N, T, D)
-    states = y.transpose(0, 1)  # (T, N, D)
+        trace = rnn.forward_with_states(model.normalizer(x), lengths=lengths)
+    h = trace.states[0] if isinstance(trace.states, tuple) else trace.states  # (N, T, K, n), batch first
+    D = rnn.num_directions
+    states = h[:, :, layer * D : (layer + 1) * D].flatten(2).transpose(0, 1)  # (T, N, D * n)
     valid = torch.arange(states.shape[0])[:, None] < lengths[None, :]  # (T, N)
     proj, explained = core.pca(states, mask=valid)
     labels = dataset.targets(trained.classes)  # (N,)
     classes = range(len(trained.classes))
     picked = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in classes])
     proj = proj.masked_fill(~valid[..., None], float("nan"))[:, picked]
-    title = f"hidden states by class: {Path(run_dir).name} on {Path(dataset.source).name}"
+    title = f"layer {layer} by class: {Path(run_dir).name} on {Path(dataset.source).name}"
     plots.plot_pca(proj, out, explained, labels=labels[picked].tolist(), classes=trained.classes, title=title)
     return {"kind": "pca", "subject": str(run_dir), "plot": str(out), "data": dataset.source,
             "explained_variance": explained.tolist(), "series": int(x.shape[0]),
-            "drawn": len(picked), "classes": trained.classes}  # fmt: skip
+            "drawn": len(picked), "classes": trained.classes, "layer": layer}  # fmt: skip
