@@ -162,19 +162,19 @@ def elman(
 
 class _GRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after):
-        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)
-        ctx.save_for_backward(w_hh, alive, *saved)
+    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after, mask, zone):
+        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, mask, zone, reset_after, ONEDNN)
+        ctx.save_for_backward(w_hh, alive, mask, zone, *saved)
         ctx.reset_after, ctx.has_bias = reset_after, b_hh is not None
         return y, h_last
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        w_hh, alive, hs, rz, n, m = ctx.saved_tensors
+        w_hh, alive, mask, zone, hs, rz, n, m = ctx.saved_tensors
         grads = _ops.gru_backward(
-            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, ONEDNN
+            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, mask, zone, ctx.reset_after, ONEDNN
         )
-        return *grads, None, None
+        return *grads, None, None, None, None
 
 
 def gru(
@@ -185,11 +185,14 @@ def gru(
     b_hh: Tensor | None,
     alive: Tensor | None,
     reset_after: bool,
+    mask: Tensor | None = None,
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward)."""
+    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward), with state
+    dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
-        return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after)
-    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)[:2]
+        return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after, mask, zone)
+    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, mask, zone, reset_after, ONEDNN)[:2]
 
 
 class _Jordan(torch.autograd.Function):
@@ -220,27 +223,31 @@ def jordan(
 
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive):
+    def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c):
         y, h_last, c_last, *saved = _ops.lstm_forward(
-            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, ONEDNN
+            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c, ONEDNN
         )
-        ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, *saved)
+        ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, *saved)
         return y, h_last, c_last
 
     @staticmethod
     def backward(ctx, dy, dh_last, dc_last):
-        w_hh, w_hr, peep, g_h, g_c, alive, *saved = ctx.saved_tensors
-        grads = _ops.lstm_backward(dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, ONEDNN)
-        return *grads, None
+        w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, *saved = ctx.saved_tensors
+        grads = _ops.lstm_backward(
+            dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, mask, zone_h, zone_c, ONEDNN
+        )
+        return *grads, None, None, None, None
 
 
 def lstm(
     grad: bool, xw: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, peep: Tensor | None,
     g_h: Tensor | None, g_c: Tensor | None, b_c: Tensor | None, alive: Tensor | None,
+    mask: Tensor | None = None, zone_h: Tensor | None = None, zone_c: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """y (T, B, R), h_last, c_last for xw (T, B, 4H), the input side of the gates (see fused._lstm_forward).
-    ``peep`` (3, H): p_i, p_f, p_o; ``g_h, g_c, b_c``: the layer norms' gains and bias, or None."""
-    args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive)
+    ``peep`` (3, H): p_i, p_f, p_o; ``g_h, g_c, b_c``: the layer norms' gains and bias, or None; state
+    dropout ``mask`` (B, R), zoneout ``zone_h`` (T, B, R) and ``zone_c`` (T, B, H), or None."""
+    args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c)
     if grad:
         return _LSTM.apply(*args)
     return _ops.lstm_forward(*args, ONEDNN)[:3]

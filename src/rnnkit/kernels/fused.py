@@ -312,8 +312,8 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Rec
     xw = _input_side(x, cell.weight_ih, cell.bias_ih, grad)
     args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after, rec.state_mask, rec.zone(0),
             reset, init)  # fmt: skip
-    if compiled.usable(xw, "gru") and _plain(rec, reset, keep):  # the same loops in C++
-        h, h_last = compiled.gru(grad, *args[:6])
+    if compiled.usable(xw, "gru") and _plain(rec, reset, keep, regularised=True):  # the same loops in C++
+        h, h_last = compiled.gru(grad, *args[:8])
         return h, h_last, h, {}
     if grad:
         h, h_last, rz, n = GRUScan.apply(*args, keep)
@@ -602,8 +602,9 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
     else:
         xw = Project.apply(x, cell.weight_ih, b) if grad else _project(x, cell.weight_ih, b)
     controls = (rec.state_mask, rec.zone(0), rec.zone(1), reset, *init)
-    if compiled.usable(xw, "lstm") and _plain(rec, reset, keep):  # the same loops in C++
-        y, h, c = compiled.lstm(grad, xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive)
+    if compiled.usable(xw, "lstm") and _plain(rec, reset, keep, regularised=True):  # the same loops in C++
+        y, h, c = compiled.lstm(grad, xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive,
+                                *controls[:3])  # fmt: skip
         return y, LSTMState(h, c), None, {}
     if grad:
         args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive, *controls, keep)
@@ -618,9 +619,12 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
 # -- dispatch ----------------------------------------------------------------------------------------
 
 
-def _plain(rec: Recurrence, reset: Tensor | None, keep: bool) -> bool:
-    """No state dropout, zoneout, resets or per-step states: what the compiled loops (C++) run."""
-    return rec.state_mask is None and rec.zoneout is None and reset is None and not keep
+def _plain(rec: Recurrence, reset: Tensor | None, keep: bool, regularised: bool = False) -> bool:
+    """What the compiled loops (C++) run: no resets, no per-step states, and no state dropout or
+    zoneout unless ``regularised`` (the GRU and LSTM loops take those)."""
+    if reset is not None or keep:
+        return False
+    return regularised or (rec.state_mask is None and rec.zoneout is None)
 
 
 def _needs_grad(args: tuple) -> bool:
