@@ -19,7 +19,7 @@ from test_regularization import pair as reg_pair
 from test_regularization import random_state as reg_state
 from test_regularization import run as reg_run
 
-from rnnkit import ElmanCell, GRUCell, LSTMCell, Recurrent
+from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, Recurrent
 from rnnkit.kernels import compiled, dispatch
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
@@ -226,9 +226,12 @@ def test_auto_takes_the_compiled_kernel_earlier(built, monkeypatch, cell, batch,
         assert dispatch.plan(model.cells, "concat", "auto", None, x).native_op is not None
 
 
-# -- state dropout and zoneout in the compiled GRU and LSTM loops ---------------------------------------
+# -- state dropout and zoneout in the compiled loops ---------------------------------------
 
 REGULARISED = {
+    "elman": lambda n: ElmanCell(n, 4),
+    "elman_readout": lambda n: ElmanCell(n, 4, "relu", readout_size=3),
+    "jordan": lambda n: JordanCell(n, 5, 4, "tanh", "sigmoid"),
     "gru_after": lambda n: GRUCell(n, 4),
     "gru_before": lambda n: GRUCell(n, 4, reset_after=False),
     "lstm": lambda n: LSTMCell(n, 4),
@@ -243,9 +246,11 @@ REG_OPTIONS = {
 }
 
 
-REG_CASES = [(n, o, True) for n in ("gru_after", "gru_before") for o in ("zoneout", "state_dropout", "both")]
+ONE_FIELD = ("elman", "jordan", "gru_after", "gru_before")
+REG_CASES = [(n, o, True) for n in ONE_FIELD for o in ("zoneout", "state_dropout", "both")]
+REG_CASES += [("elman_readout", "state_dropout", True)]  # zoneout with a readout: reference loop only
 REG_CASES += [("lstm", o, True) for o in REG_OPTIONS] + [("lstm_all", "both", True)]  # lstm_all: ~4 s
-REG_CASES += [(n, "zoneout", False) for n in ("gru_after", "gru_before", "lstm")]  # the rate at evaluation
+REG_CASES += [(n, "zoneout", False) for n in (*ONE_FIELD, "lstm")]  # the rate at evaluation
 
 
 @needs_build
@@ -280,7 +285,7 @@ def test_compiled_regularised_equals_python_loops_and_reference(built, monkeypat
 
 @needs_build
 @pytest.mark.parametrize("option", ["zoneout", "state_dropout"])
-@pytest.mark.parametrize("name", ["gru_after", "gru_before", "lstm", "lstm_proj_peephole"])
+@pytest.mark.parametrize("name", ["elman", "jordan", "gru_after", "gru_before", "lstm", "lstm_proj_peephole"])
 def test_compiled_regularised_gradcheck(built, name, option):
     """The compiled backward with state dropout or zoneout against finite differences: both
     directions, lengths, initial state; the masks are redrawn from a fixed seed each call."""

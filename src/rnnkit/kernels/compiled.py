@@ -139,25 +139,27 @@ def usable(x: Tensor, kernel: str) -> bool:
 
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, w_hh, alive, act):
-        y, h_last, hs = _ops.elman_forward(xw, h0, w_hh, alive, act, ONEDNN)
-        ctx.save_for_backward(w_hh, hs, alive)
+    def forward(ctx, xw, h0, w_hh, alive, act, mask, zone):
+        y, h_last, hs, cand = _ops.elman_forward(xw, h0, w_hh, alive, mask, zone, act, ONEDNN)
+        ctx.save_for_backward(w_hh, hs, cand, alive, mask, zone)
         ctx.act = act
         return y, h_last
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        w_hh, hs, alive = ctx.saved_tensors
-        return *_ops.elman_backward(dy, dh_last, w_hh, hs, alive, ctx.act, ONEDNN), None, None
+        grads = _ops.elman_backward(dy, dh_last, *ctx.saved_tensors, ctx.act, ONEDNN)
+        return *grads, None, None, None, None
 
 
 def elman(
-    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str
-) -> tuple[Tensor, Tensor]:
-    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward)."""
+    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str,
+    mask: Tensor | None = None, zone: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward), with state
+    dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
-        return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act])
-    return _ops.elman_forward(xw, h0, w_hh, alive, ACT_CODES[act], ONEDNN)[:2]
+        return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act], mask, zone)
+    return _ops.elman_forward(xw, h0, w_hh, alive, mask, zone, ACT_CODES[act], ONEDNN)[:2]
 
 
 class _GRU(torch.autograd.Function):
@@ -197,25 +199,28 @@ def gru(
 
 class _Jordan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, act, out_act):
-        y, y_last, hs, ys = _ops.jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act, ONEDNN)
-        ctx.save_for_backward(w_yh, w_hy, hs, ys, alive)
+    def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, mask, zone, act, out_act):
+        y, y_last, *saved = _ops.jordan_forward(
+            xw, y0, w_yh, w_hy, b_y, alive, mask, zone, act, out_act, ONEDNN
+        )
+        ctx.save_for_backward(w_yh, w_hy, *saved, alive, mask, zone)
         ctx.acts, ctx.has_bias = (act, out_act), b_y is not None
         return y, y_last
 
     @staticmethod
     def backward(ctx, dy, dy_last):
-        w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
-        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, hs, ys, alive, *ctx.acts, ONEDNN)
-        return *grads, None, None, None
+        w_yh, w_hy, *rest = ctx.saved_tensors
+        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, *rest, *ctx.acts, ONEDNN)
+        return *grads, None, None, None, None, None
 
 
 def jordan(
     grad: bool, xw: Tensor, y0: Tensor, w_yh: Tensor, w_hy: Tensor, b_y: Tensor | None, alive: Tensor | None,
-    act: str, out_act: str,
+    act: str, out_act: str, mask: Tensor | None = None, zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused._jordan_forward)."""
-    args = (xw, y0, w_yh, w_hy, b_y, alive, ACT_CODES[act], ACT_CODES[out_act])
+    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused._jordan_forward), with state
+    dropout ``mask`` (B, O) and zoneout ``zone`` (T, B, O) or None."""
+    args = (xw, y0, w_yh, w_hy, b_y, alive, mask, zone, ACT_CODES[act], ACT_CODES[out_act])
     if grad:
         return _Jordan.apply(*args)
     return _ops.jordan_forward(*args, ONEDNN)[:2]

@@ -193,64 +193,109 @@ void take_alive(Tensor& dst, const Tensor& src, const bool* live) {
     if (live[b]) copy_row(d + b * n, s + b * n, n);
 }
 
+// dL/d(a step's starting state) into dst where the sequence is alive, from the product part s:
+// s * mask (state dropout, mask (B, n)) + zone * (dst + gy) (zoneout; dst + gy is dL/d(the step's new
+// state)); plain take_alive without either.
+template <typename T>
+void carry_back(Tensor& dst, const Tensor& s, const T* gy, const T* mask, const T* zone, const bool* live) {
+  if (!mask && !zone) return take_alive<T>(dst, s, live);
+  const int64_t n = dst.size(1);
+  T* d = dst.data_ptr<T>();
+  const T* sp = s.data_ptr<T>();
+  rows(dst.size(0), n, [&](int64_t b) {
+    if (dead(live, b)) return;
+    chunks<T>(n, [&](int64_t i, int64_t c) {
+      const int64_t k = b * n + i;
+      Vec<T> v = load(sp + k, c);
+      if (mask) v = v * load(mask + k, c);
+      if (zone) v = v + load(zone + k, c) * (load(d + k, c) + load(gy + k, c));
+      v.store(d + k, c);
+    });
+  });
+}
+
+// pointer to t's (B, n) slice of an optional (T, B, n) tensor, or nullptr
+template <typename T>
+inline const T* step_of(const Tensor& t, int64_t step) {
+  return t.defined() ? t.data_ptr<T>() + step * t.size(1) * t.size(2) : nullptr;
+}
+
+template <typename T>
+inline const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 #define RNNKIT_DISPATCH(t, name, ...) AT_DISPATCH_FLOATING_TYPES((t).scalar_type(), name, __VA_ARGS__)
 
 // -- Elman: h_t = phi(xw_t + h_{t-1} W_hh^T) ----------------------------------------------------------
+// State dropout: `mask` (B, H) multiplies h_{t-1} in the product; zoneout: h_t = h~ + zone (h_{t-1} - h~)
+// with zone (T, B, H) and h~ the candidate above. The same for Jordan's y.
 
-// -> (y (T, B, H), h_last, hs (T+1, B, H) saved for backward)
-std::tuple<Tensor, Tensor, Tensor> elman_forward(const Tensor& xw_, const Tensor& h0, const Tensor& w_hh,
-                                                 const OptTensor& alive_, int64_t act, int64_t onednn) {
+// -> (y (T, B, H), h_last, hs (T+1, B, H), cand (T, B, H) before zoneout (a view of hs[1:] without))
+std::tuple<Tensor, Tensor, Tensor, Tensor> elman_forward(const Tensor& xw_, const Tensor& h0,
+                                                         const Tensor& w_hh, const OptTensor& alive_,
+                                                         const OptTensor& mask_, const OptTensor& zone_,
+                                                         int64_t act, int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
+  const Tensor mask = contiguous_or_undefined(mask_), zone = contiguous_or_undefined(zone_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = xw.size(2);
   Tensor hs = at::empty({steps + 1, B, H}, xw.options());
   hs[0].copy_(h0);
+  Tensor cand = zone.defined() ? at::empty({steps, B, H}, xw.options()) : hs.slice(0, 1);
   Linear rec(w_hh, B, onednn);
   RNNKIT_DISPATCH(xw, "elman_forward", [&] {
     using T = scalar_t;
     for (int64_t t = 0; t < steps; ++t) {
-      const Tensor hw = rec(hs[t]);
+      const Tensor hw = rec(mask.defined() ? hs[t] * mask : hs[t]);
       const T *x = xw.data_ptr<T>() + t * B * H, *p = hw.data_ptr<T>(), *prev = hs.data_ptr<T>() + t * B * H;
-      T* out = hs.data_ptr<T>() + (t + 1) * B * H;
+      const T* zt = step_of<T>(zone, t);
+      T *out = hs.data_ptr<T>() + (t + 1) * B * H, *cn = cand.data_ptr<T>() + t * B * H;
       const bool* live = alive_at(alive, t, B);
       rows(B, H, [&](int64_t b) {
         const int64_t o = b * H;
         if (dead(live, b)) return copy_row(out + o, prev + o, H);
         chunks<T>(H, [&](int64_t i, int64_t n) {
-          activate(act, load(x + o + i, n) + load(p + o + i, n)).store(out + o + i, n);
+          const Vec<T> v = activate(act, load(x + o + i, n) + load(p + o + i, n));
+          v.store(cn + o + i, n);
+          if (zt) (v + load(zt + o + i, n) * (load(prev + o + i, n) - v)).store(out + o + i, n);
         });
       });
     }
   });
-  return {hs.slice(0, 1).clone(), hs[steps].clone(), hs};
+  return {hs.slice(0, 1).clone(), hs[steps].clone(), hs, cand};
 }
 
 // -> (dxw (T, B, H), dh0, dw_hh)
 std::tuple<Tensor, Tensor, Tensor> elman_backward(const Tensor& dy_, const Tensor& dh_last,
-                                                  const Tensor& w_hh, const Tensor& hs,
-                                                  const OptTensor& alive_, int64_t act, int64_t onednn) {
-  const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
+                                                  const Tensor& w_hh, const Tensor& hs, const Tensor& cand_,
+                                                  const OptTensor& alive_, const OptTensor& mask_,
+                                                  const OptTensor& zone_, int64_t act, int64_t onednn) {
+  const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_), cand = cand_.contiguous();
+  const Tensor mask = contiguous_or_undefined(mask_), zone = contiguous_or_undefined(zone_);
   const int64_t steps = dy.size(0), B = dy.size(1), H = dy.size(2);
   Tensor dz = at::empty_like(dy), dh = dh_last.contiguous().clone();
   Linear back(w_hh.t(), B, onednn);  // dh_{t-1} = dz_t W_hh
   RNNKIT_DISPATCH(dy, "elman_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
-      const T *g = dy.data_ptr<T>() + t * B * H, *y = hs.data_ptr<T>() + (t + 1) * B * H,
-              *d = dh.data_ptr<T>();
+      const T *g = dy.data_ptr<T>() + t * B * H, *y = cand.data_ptr<T>() + t * B * H,
+              *d = dh.data_ptr<T>(), *zt = step_of<T>(zone, t);
       T* z = dz.data_ptr<T>() + t * B * H;
       const bool* live = alive_at(alive, t, B);
       rows(B, H, [&](int64_t b) {
         const int64_t o = b * H;
         if (dead(live, b)) return zero_row(z + o, H);  // no gradient into a finished sequence's steps
         chunks<T>(H, [&](int64_t i, int64_t n) {
-          ((load(d + o + i, n) + load(g + o + i, n)) * derivative(act, load(y + o + i, n)))
-              .store(z + o + i, n);
+          Vec<T> gv = load(d + o + i, n) + load(g + o + i, n);
+          if (zt) gv = gv - load(zt + o + i, n) * gv;  // dL/d(candidate)
+          (gv * derivative(act, load(y + o + i, n))).store(z + o + i, n);
         });
       });
-      take_alive<T>(dh, back(dz[t]), live);
+      carry_back<T>(dh, back(dz[t]), g, ptr_or_null<T>(mask), zt, live);
     }
   });
-  return {dz, dh, weight_grad(flat(dz), flat(hs.slice(0, 0, steps)), false, onednn).first};
+  const Tensor h_seen = mask.defined() ? hs.slice(0, 0, steps) * mask : hs.slice(0, 0, steps);
+  return {dz, dh, weight_grad(flat(dz), flat(h_seen), false, onednn).first};
 }
 
 // -- GRU: r, z = sigmoid(.), n = tanh(x_n + r * (h W_hn^T + b_hn)) [reset after] or
@@ -476,20 +521,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dy_, const
 
 // -- Jordan: h_t = phi(xw_t + y_{t-1} W_yh^T), y_t = psi(h_t W_hy^T + b_y) --------------------------------
 
-// -> (y (T, B, O), y_last, hs (T, B, H), ys (T+1, B, O))
-std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, const Tensor& y0,
-                                                          const Tensor& w_yh, const Tensor& w_hy,
-                                                          const OptTensor& b_y, const OptTensor& alive_,
-                                                          int64_t act, int64_t out_act, int64_t onednn) {
+// -> (y (T, B, O), y_last, hs (T, B, H), ys (T+1, B, O), cand (T, B, O) before zoneout)
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_forward(
+    const Tensor& xw_, const Tensor& y0, const Tensor& w_yh, const Tensor& w_hy, const OptTensor& b_y,
+    const OptTensor& alive_, const OptTensor& mask_, const OptTensor& zone_, int64_t act, int64_t out_act,
+    int64_t onednn) {
   const Tensor xw = xw_.contiguous(), alive = contiguous_or_undefined(alive_);
+  const Tensor mask = contiguous_or_undefined(mask_), zone = contiguous_or_undefined(zone_);
   const int64_t steps = xw.size(0), B = xw.size(1), H = xw.size(2), O = y0.size(1);
   Tensor hs = at::empty({steps, B, H}, xw.options()), ys = at::empty({steps + 1, B, O}, xw.options());
   ys[0].copy_(y0);
+  Tensor cand = zone.defined() ? at::empty({steps, B, O}, xw.options()) : ys.slice(0, 1);
   Linear rec(w_yh, B, onednn), read(w_hy, B, onednn);
   RNNKIT_DISPATCH(xw, "jordan_forward", [&] {
     using T = scalar_t;
     for (int64_t t = 0; t < steps; ++t) {
-      const Tensor a = rec(ys[t]);
+      const Tensor a = rec(mask.defined() ? ys[t] * mask : ys[t]);
       const T *x = xw.data_ptr<T>() + t * B * H, *p = a.data_ptr<T>();
       T* h = hs.data_ptr<T>() + t * B * H;
       rows(B, H, [&](int64_t b) {
@@ -499,42 +546,51 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> jordan_forward(const Tensor& xw_, con
       });
       const Tensor v = read(hs[t], b_y);
       const T *q = v.data_ptr<T>(), *prev = ys.data_ptr<T>() + t * B * O;
-      T* out = ys.data_ptr<T>() + (t + 1) * B * O;
+      T *out = ys.data_ptr<T>() + (t + 1) * B * O, *cn = cand.data_ptr<T>() + t * B * O;
+      const T* zt = step_of<T>(zone, t);
       const bool* live = alive_at(alive, t, B);
       rows(B, O, [&](int64_t b) {
         if (dead(live, b)) return copy_row(out + b * O, prev + b * O, O);
         chunks<T>(O, [&](int64_t i, int64_t c) {
-          activate(out_act, load(q + b * O + i, c)).store(out + b * O + i, c);
+          const int64_t k = b * O + i;
+          const Vec<T> v = activate(out_act, load(q + k, c));
+          v.store(cn + k, c);
+          if (zt) (v + load(zt + k, c) * (load(prev + k, c) - v)).store(out + k, c);
         });
       });
     }
   });
-  return {ys.slice(0, 1).clone(), ys[steps].clone(), hs, ys};
+  return {ys.slice(0, 1).clone(), ys[steps].clone(), hs, ys, cand};
 }
 
 // -> (dxw (T, B, H), dy0, dw_yh, dw_hy, db_y or undefined)
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor& dy_, const Tensor& dy_last,
                                                                    const Tensor& w_yh, const Tensor& w_hy,
                                                                    bool has_bias, const Tensor& hs,
-                                                                   const Tensor& ys, const OptTensor& alive_,
-                                                                   int64_t act, int64_t out_act,
-                                                                   int64_t onednn) {
-  const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_);
+                                                                   const Tensor& ys, const Tensor& cand_,
+                                                                   const OptTensor& alive_,
+                                                                   const OptTensor& mask_,
+                                                                   const OptTensor& zone_, int64_t act,
+                                                                   int64_t out_act, int64_t onednn) {
+  const Tensor dy = dy_.contiguous(), alive = contiguous_or_undefined(alive_), cand = cand_.contiguous();
+  const Tensor mask = contiguous_or_undefined(mask_), zone = contiguous_or_undefined(zone_);
   const int64_t steps = dy.size(0), B = dy.size(1), O = dy.size(2), H = hs.size(2);
   Tensor dv = at::empty_like(dy), da = at::empty_like(hs), dstate = dy_last.contiguous().clone();
   Linear to_h(w_hy.t(), B, onednn), to_y(w_yh.t(), B, onednn);
   RNNKIT_DISPATCH(dy, "jordan_backward", [&] {
     using T = scalar_t;
     for (int64_t t = steps - 1; t >= 0; --t) {
-      const T *g = dy.data_ptr<T>() + t * B * O, *y = ys.data_ptr<T>() + (t + 1) * B * O,
-              *d = dstate.data_ptr<T>();
+      const T *g = dy.data_ptr<T>() + t * B * O, *y = cand.data_ptr<T>() + t * B * O,
+              *d = dstate.data_ptr<T>(), *zt = step_of<T>(zone, t);
       T* v = dv.data_ptr<T>() + t * B * O;
       const bool* live = alive_at(alive, t, B);
       rows(B, O, [&](int64_t b) {  // dL/dy_t: as output and as the next step's state
         if (dead(live, b)) return zero_row(v + b * O, O);
         chunks<T>(O, [&](int64_t i, int64_t c) {
-          ((load(d + b * O + i, c) + load(g + b * O + i, c)) * derivative(out_act, load(y + b * O + i, c)))
-              .store(v + b * O + i, c);
+          const int64_t k = b * O + i;
+          Vec<T> gv = load(d + k, c) + load(g + k, c);
+          if (zt) gv = gv - load(zt + k, c) * gv;  // dL/d(candidate)
+          (gv * derivative(out_act, load(y + k, c))).store(v + k, c);
         });
       });
       const Tensor u = to_h(dv[t]);
@@ -545,11 +601,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> jordan_backward(const Tensor&
           (load(p + b * H + i, c) * derivative(act, load(h + b * H + i, c))).store(a + b * H + i, c);
         });
       });
-      take_alive<T>(dstate, to_y(da[t]), live);
+      carry_back<T>(dstate, to_y(da[t]), g, ptr_or_null<T>(mask), zt, live);
     }
   });
   auto [dw_hy, db_y] = weight_grad(flat(dv), flat(hs), has_bias, onednn);
-  return {da, dstate, weight_grad(flat(da), flat(ys.slice(0, 0, steps)), false, onednn).first, dw_hy, db_y};
+  const Tensor y_seen = mask.defined() ? ys.slice(0, 0, steps) * mask : ys.slice(0, 0, steps);
+  return {da, dstate, weight_grad(flat(da), flat(y_seen), false, onednn).first, dw_hy, db_y};
 }
 
 // -- LSTM (peephole, projection, layer norm): gates i, f, g, o; c_t = f c + i g; h_t = o tanh(c_t) --------
@@ -828,22 +885,7 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
           norm_backward(v, xht + b * G, rht[b], G, v);
         }
       });
-      const Tensor s = back(drec[t]);
-      if (!mask.defined() && !zh) {
-        take_alive<T>(dh, s, live);
-        continue;
-      }
-      // dL/dh_{t-1} = (product part) mask + zone_h dL/dh_t
-      const T *sp = s.data_ptr<T>(), *mk = mask.defined() ? mask.data_ptr<T>() : nullptr;
-      rows(B, R, [&](int64_t b) {
-        if (dead(live, b)) return;
-        chunks<T>(R, [&](int64_t i, int64_t c) {
-          Vec<T> v = load(sp + b * R + i, c);
-          if (mk) v = v * load(mk + b * R + i, c);
-          if (zh) v = v + load(zh + b * R + i, c) * (load(d + b * R + i, c) + load(gy + b * R + i, c));
-          v.store(d + b * R + i, c);
-        });
-      });
+      carry_back<T>(dh, back(drec[t]), gy, ptr_or_null<T>(mask), zh, live);
     }
   });
   const Tensor h_seen = mask.defined() ? hs.slice(0, 0, steps) * mask : hs.slice(0, 0, steps);
@@ -863,11 +905,11 @@ LSTMBackward lstm_backward(const Tensor& dy_, const Tensor& dh_last, const Tenso
 
 TORCH_LIBRARY(rnnkit_scan, m) {
   m.def(
-      "elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, int act, int onednn)"
-      " -> (Tensor, Tensor, Tensor)");
+      "elman_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? alive, Tensor? mask, Tensor? zone, int act,"
+      " int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor? alive, int act, int onednn)"
-      " -> (Tensor, Tensor, Tensor)");
+      "elman_backward(Tensor dy, Tensor dh_last, Tensor w_hh, Tensor hs, Tensor cand, Tensor? alive,"
+      " Tensor? mask, Tensor? zone, int act, int onednn) -> (Tensor, Tensor, Tensor)");
   m.def(
       "gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? alive, Tensor? mask, Tensor? zone,"
       " bool reset_after,"
@@ -877,12 +919,12 @@ TORCH_LIBRARY(rnnkit_scan, m) {
       " Tensor m, Tensor? alive, Tensor? mask, Tensor? zone, bool reset_after, int onednn)"
       " -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "jordan_forward(Tensor xw, Tensor y0, Tensor w_yh, Tensor w_hy, Tensor? b_y, Tensor? alive, int act,"
-      " int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor)");
+      "jordan_forward(Tensor xw, Tensor y0, Tensor w_yh, Tensor w_hy, Tensor? b_y, Tensor? alive, Tensor? mask,"
+      " Tensor? zone, int act, int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "jordan_backward(Tensor dy, Tensor dy_last, Tensor w_yh, Tensor w_hy, bool has_bias, Tensor hs,"
-      " Tensor ys, Tensor? alive, int act, int out_act, int onednn) -> (Tensor, Tensor, Tensor, Tensor, "
-      "Tensor)");
+      " Tensor ys, Tensor cand, Tensor? alive, Tensor? mask, Tensor? zone, int act, int out_act, int onednn)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? peep, Tensor? g_h,"
       " Tensor? g_c, Tensor? b_c, Tensor? alive, Tensor? mask, Tensor? zone_h, Tensor? zone_c, int onednn)"
