@@ -14,8 +14,12 @@ import pytest
 import torch
 from test_fused import FUSED_CELLS, fields, pair, state_like
 from test_fused import run as run_once
+from test_regularization import assert_same
+from test_regularization import pair as reg_pair
+from test_regularization import random_state as reg_state
+from test_regularization import run as reg_run
 
-from rnnkit import ElmanCell, GRUCell, Recurrent
+from rnnkit import ElmanCell, GRUCell, JordanCell, LSTMCell, Recurrent
 from rnnkit.kernels import compiled, dispatch
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
@@ -220,3 +224,91 @@ def test_auto_takes_the_compiled_kernel_earlier(built, monkeypatch, cell, batch,
         assert dispatch.plan(model.cells, "concat", "auto", None, x).native_op is None
         monkeypatch.setenv(compiled.ENV_OFF, "1")
         assert dispatch.plan(model.cells, "concat", "auto", None, x).native_op is not None
+
+
+# -- state dropout and zoneout in the compiled loops ---------------------------------------
+
+REGULARISED = {
+    "elman": lambda n: ElmanCell(n, 4),
+    "elman_readout": lambda n: ElmanCell(n, 4, "relu", readout_size=3),
+    "jordan": lambda n: JordanCell(n, 5, 4, "tanh", "sigmoid"),
+    "gru_after": lambda n: GRUCell(n, 4),
+    "gru_before": lambda n: GRUCell(n, 4, reset_after=False),
+    "lstm": lambda n: LSTMCell(n, 4),
+    "lstm_all": lambda n: LSTMCell(n, 4, proj_size=3, peephole=True, layer_norm=True),
+}
+REG_OPTIONS = {
+    "zoneout": {"zoneout": 0.3},
+    "zoneout_h_only": {"zoneout": (0.3, 0.0)},
+    "zoneout_c_only": {"zoneout": (0.0, 0.4)},
+    "state_dropout": {"state_dropout": 0.4},
+    "both": {"state_dropout": 0.3, "zoneout": 0.2},
+}
+
+
+ONE_FIELD = ("elman", "jordan", "gru_after", "gru_before")
+REG_CASES = [(n, o, True) for n in ONE_FIELD for o in ("zoneout", "state_dropout", "both")]
+REG_CASES += [("elman_readout", "state_dropout", True)]  # zoneout with a readout: reference loop only
+REG_CASES += [("lstm", o, True) for o in REG_OPTIONS] + [("lstm_all", "both", True)]  # lstm_all: ~4 s
+REG_CASES += [(n, "zoneout", False) for n in (*ONE_FIELD, "lstm")]  # the rate at evaluation
+
+
+@needs_build
+@pytest.mark.parametrize("name,option,training", REG_CASES)
+def test_compiled_regularised_equals_python_loops_and_reference(built, monkeypatch, name, option, training):
+    """State dropout and zoneout (training masks, or zoneout's rate at evaluation) run in the compiled
+    loops and agree with the Python loops and the reference loop under the same masks (drawn from one
+    seed): 2 bidirectional layers, padded lengths, initial state, float64, values and all gradients."""
+    opts = REG_OPTIONS[option]
+    ref, fast = reg_pair(REGULARISED[name], num_layers=2, bidirectional=True, **opts)
+    ref.train(training), fast.train(training)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 3, generator=gen, dtype=torch.float64)
+    state = reg_state(ref, 3, gen)
+    lengths = torch.tensor([6, 2, 5])
+    kernel = kernel_of(name)
+    before = compiled.PATHS[kernel, "compiled"]
+    got = reg_run(fast, x, state, seed=7, lengths=lengths)
+    assert compiled.PATHS[kernel, "compiled"] == before + 4  # 2 layers x 2 directions
+    want = reg_run(ref, x, state, seed=7, lengths=lengths)
+    assert_same(got, want, rtol=1e-10, atol=1e-10)
+    monkeypatch.setenv(compiled.ENV_OFF, "1")
+    before = compiled.PATHS[kernel, "python"]
+    python = reg_run(fast, x, state, seed=7, lengths=lengths)
+    assert took(kernel, "python", before)
+    assert_same(got, python, rtol=1e-10, atol=1e-10)
+    # and the option did something
+    plain = Recurrent(REGULARISED[name], input_size=3, num_layers=2, bidirectional=True, impl="fused")
+    plain.load_state_dict(ref.state_dict())
+    assert not torch.allclose(reg_run(plain.double(), x, state, seed=7, lengths=lengths)[0], want[0])
+
+
+@needs_build
+@pytest.mark.parametrize("option", ["zoneout", "state_dropout"])
+@pytest.mark.parametrize("name", ["elman", "jordan", "gru_after", "gru_before", "lstm", "lstm_proj_peephole"])
+def test_compiled_regularised_gradcheck(built, name, option):
+    """The compiled backward with state dropout or zoneout against finite differences: both
+    directions, lengths, initial state; the masks are redrawn from a fixed seed each call."""
+    make = {**REGULARISED, "lstm_proj_peephole": lambda n: LSTMCell(n, 4, proj_size=3, peephole=True)}[name]
+    zoneout = (0.3, 0.4) if "lstm" in name else 0.3
+    opts = {"zoneout": {"zoneout": zoneout}, "state_dropout": {"state_dropout": 0.4}}
+    torch.manual_seed(0)
+    model = Recurrent(make, input_size=2, bidirectional=True, impl="fused", **opts[option]).double().train()
+    params = dict(model.named_parameters())
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    h0 = tuple(s.requires_grad_() for s in fields(state_like(model, 2, 2, torch.Generator().manual_seed(0))))
+    n = len(h0)
+    lengths = torch.tensor([4, 2])
+
+    def g(x, *rest):
+        torch.manual_seed(3)  # the same masks every call
+        values = dict(zip(params, rest[n:], strict=True))
+        y, final = torch.func.functional_call(
+            model, values, (x, rest[:n] if n > 1 else rest[0]), {"lengths": lengths}
+        )
+        return (y, *fields(final))
+
+    values = [p.detach().clone().requires_grad_() for p in params.values()]
+    before = compiled.PATHS[kernel_of(name), "compiled"]
+    assert torch.autograd.gradcheck(g, (x, *h0, *values))
+    assert took(kernel_of(name), "compiled", before)

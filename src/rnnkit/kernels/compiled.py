@@ -139,42 +139,44 @@ def usable(x: Tensor, kernel: str) -> bool:
 
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, w_hh, alive, act):
-        y, h_last, hs = _ops.elman_forward(xw, h0, w_hh, alive, act, ONEDNN)
-        ctx.save_for_backward(w_hh, hs, alive)
+    def forward(ctx, xw, h0, w_hh, alive, act, mask, zone):
+        y, h_last, hs, cand = _ops.elman_forward(xw, h0, w_hh, alive, mask, zone, act, ONEDNN)
+        ctx.save_for_backward(w_hh, hs, cand, alive, mask, zone)
         ctx.act = act
         return y, h_last
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        w_hh, hs, alive = ctx.saved_tensors
-        return *_ops.elman_backward(dy, dh_last, w_hh, hs, alive, ctx.act, ONEDNN), None, None
+        grads = _ops.elman_backward(dy, dh_last, *ctx.saved_tensors, ctx.act, ONEDNN)
+        return *grads, None, None, None, None
 
 
 def elman(
-    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str
-) -> tuple[Tensor, Tensor]:
-    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward)."""
+    grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str,
+    mask: Tensor | None = None, zone: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward), with state
+    dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
-        return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act])
-    return _ops.elman_forward(xw, h0, w_hh, alive, ACT_CODES[act], ONEDNN)[:2]
+        return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act], mask, zone)
+    return _ops.elman_forward(xw, h0, w_hh, alive, mask, zone, ACT_CODES[act], ONEDNN)[:2]
 
 
 class _GRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after):
-        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)
-        ctx.save_for_backward(w_hh, alive, *saved)
+    def forward(ctx, xw, h0, w_hh, b_hh, alive, reset_after, mask, zone):
+        y, h_last, *saved = _ops.gru_forward(xw, h0, w_hh, b_hh, alive, mask, zone, reset_after, ONEDNN)
+        ctx.save_for_backward(w_hh, alive, mask, zone, *saved)
         ctx.reset_after, ctx.has_bias = reset_after, b_hh is not None
         return y, h_last
 
     @staticmethod
     def backward(ctx, dy, dh_last):
-        w_hh, alive, hs, rz, n, m = ctx.saved_tensors
+        w_hh, alive, mask, zone, hs, rz, n, m = ctx.saved_tensors
         grads = _ops.gru_backward(
-            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, ctx.reset_after, ONEDNN
+            dy, dh_last, w_hh, ctx.has_bias, hs, rz, n, m, alive, mask, zone, ctx.reset_after, ONEDNN
         )
-        return *grads, None, None
+        return *grads, None, None, None, None
 
 
 def gru(
@@ -185,34 +187,40 @@ def gru(
     b_hh: Tensor | None,
     alive: Tensor | None,
     reset_after: bool,
+    mask: Tensor | None = None,
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward)."""
+    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward), with state
+    dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
-        return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after)
-    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, reset_after, ONEDNN)[:2]
+        return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after, mask, zone)
+    return _ops.gru_forward(xw, h0, w_hh, b_hh, alive, mask, zone, reset_after, ONEDNN)[:2]
 
 
 class _Jordan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, act, out_act):
-        y, y_last, hs, ys = _ops.jordan_forward(xw, y0, w_yh, w_hy, b_y, alive, act, out_act, ONEDNN)
-        ctx.save_for_backward(w_yh, w_hy, hs, ys, alive)
+    def forward(ctx, xw, y0, w_yh, w_hy, b_y, alive, mask, zone, act, out_act):
+        y, y_last, *saved = _ops.jordan_forward(
+            xw, y0, w_yh, w_hy, b_y, alive, mask, zone, act, out_act, ONEDNN
+        )
+        ctx.save_for_backward(w_yh, w_hy, *saved, alive, mask, zone)
         ctx.acts, ctx.has_bias = (act, out_act), b_y is not None
         return y, y_last
 
     @staticmethod
     def backward(ctx, dy, dy_last):
-        w_yh, w_hy, hs, ys, alive = ctx.saved_tensors
-        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, hs, ys, alive, *ctx.acts, ONEDNN)
-        return *grads, None, None, None
+        w_yh, w_hy, *rest = ctx.saved_tensors
+        grads = _ops.jordan_backward(dy, dy_last, w_yh, w_hy, ctx.has_bias, *rest, *ctx.acts, ONEDNN)
+        return *grads, None, None, None, None, None
 
 
 def jordan(
     grad: bool, xw: Tensor, y0: Tensor, w_yh: Tensor, w_hy: Tensor, b_y: Tensor | None, alive: Tensor | None,
-    act: str, out_act: str,
+    act: str, out_act: str, mask: Tensor | None = None, zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused._jordan_forward)."""
-    args = (xw, y0, w_yh, w_hy, b_y, alive, ACT_CODES[act], ACT_CODES[out_act])
+    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused._jordan_forward), with state
+    dropout ``mask`` (B, O) and zoneout ``zone`` (T, B, O) or None."""
+    args = (xw, y0, w_yh, w_hy, b_y, alive, mask, zone, ACT_CODES[act], ACT_CODES[out_act])
     if grad:
         return _Jordan.apply(*args)
     return _ops.jordan_forward(*args, ONEDNN)[:2]
@@ -220,27 +228,31 @@ def jordan(
 
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive):
+    def forward(ctx, xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c):
         y, h_last, c_last, *saved = _ops.lstm_forward(
-            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, ONEDNN
+            xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c, ONEDNN
         )
-        ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, *saved)
+        ctx.save_for_backward(w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, *saved)
         return y, h_last, c_last
 
     @staticmethod
     def backward(ctx, dy, dh_last, dc_last):
-        w_hh, w_hr, peep, g_h, g_c, alive, *saved = ctx.saved_tensors
-        grads = _ops.lstm_backward(dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, ONEDNN)
-        return *grads, None
+        w_hh, w_hr, peep, g_h, g_c, alive, mask, zone_h, zone_c, *saved = ctx.saved_tensors
+        grads = _ops.lstm_backward(
+            dy, dh_last, dc_last, w_hh, w_hr, peep, g_h, g_c, alive, *saved, mask, zone_h, zone_c, ONEDNN
+        )
+        return *grads, None, None, None, None
 
 
 def lstm(
     grad: bool, xw: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, peep: Tensor | None,
     g_h: Tensor | None, g_c: Tensor | None, b_c: Tensor | None, alive: Tensor | None,
+    mask: Tensor | None = None, zone_h: Tensor | None = None, zone_c: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """y (T, B, R), h_last, c_last for xw (T, B, 4H), the input side of the gates (see fused._lstm_forward).
-    ``peep`` (3, H): p_i, p_f, p_o; ``g_h, g_c, b_c``: the layer norms' gains and bias, or None."""
-    args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive)
+    ``peep`` (3, H): p_i, p_f, p_o; ``g_h, g_c, b_c``: the layer norms' gains and bias, or None; state
+    dropout ``mask`` (B, R), zoneout ``zone_h`` (T, B, R) and ``zone_c`` (T, B, H), or None."""
+    args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c)
     if grad:
         return _LSTM.apply(*args)
     return _ops.lstm_forward(*args, ONEDNN)[:3]

@@ -187,7 +187,7 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec:
     xw = _input_side(x, cell.weight_ih, b, grad)
     args = (xw, h0, cell.weight_hh, alive, cell.nonlinearity, rec.state_mask, rec.zone(0), reset, init)
     if compiled.usable(xw, "elman") and _plain(rec, reset, keep):  # the same loops in C++
-        h, h_last = compiled.elman(grad, *args[:5])
+        h, h_last = compiled.elman(grad, *args[:7])
     elif grad:
         h, h_last = ElmanScan.apply(*args)
     else:
@@ -313,7 +313,7 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Rec
     args = (xw, h0, cell.weight_hh, cell.bias_hh, alive, cell.reset_after, rec.state_mask, rec.zone(0),
             reset, init)  # fmt: skip
     if compiled.usable(xw, "gru") and _plain(rec, reset, keep):  # the same loops in C++
-        h, h_last = compiled.gru(grad, *args[:6])
+        h, h_last = compiled.gru(grad, *args[:8])
         return h, h_last, h, {}
     if grad:
         h, h_last, rz, n = GRUScan.apply(*args, keep)
@@ -386,7 +386,7 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None, re
     args = (xw, y0, cell.weight_yh, cell.weight_hy, cell.bias_y, alive, cell.nonlinearity,
             cell.output_activation, rec.state_mask, rec.zone(0), reset, init)  # fmt: skip
     if compiled.usable(xw, "jordan") and _plain(rec, reset, keep):  # the same loops in C++
-        y, y_last = compiled.jordan(grad, *args[:8])
+        y, y_last = compiled.jordan(grad, *args[:10])
         return y, y_last, y, {}
     if grad:
         y, y_last = JordanScan.apply(*args)
@@ -603,7 +603,8 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
         xw = Project.apply(x, cell.weight_ih, b) if grad else _project(x, cell.weight_ih, b)
     controls = (rec.state_mask, rec.zone(0), rec.zone(1), reset, *init)
     if compiled.usable(xw, "lstm") and _plain(rec, reset, keep):  # the same loops in C++
-        y, h, c = compiled.lstm(grad, xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive)
+        y, h, c = compiled.lstm(grad, xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive,
+                                *controls[:3])  # fmt: skip
         return y, LSTMState(h, c), None, {}
     if grad:
         args = (xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep, *ln, alive, *controls, keep)
@@ -619,8 +620,9 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
 
 
 def _plain(rec: Recurrence, reset: Tensor | None, keep: bool) -> bool:
-    """No state dropout, zoneout, resets or per-step states: what the compiled loops (C++) run."""
-    return rec.state_mask is None and rec.zoneout is None and reset is None and not keep
+    """What the compiled loops (C++) run: state dropout and zoneout, but no resets or per-step states
+    (those run the Python loops)."""
+    return reset is None and not keep
 
 
 def _needs_grad(args: tuple) -> bool:
