@@ -98,8 +98,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
         tie_weights=args.tie_weights, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
         lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
-    if args.clip_norm == 0:
-        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
+    _clip_off(args, train_opts)
     report = lm.train_language_model(
         args.data, args.out, model_opts, train_opts, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         reset_on=_unescape(args.reset_on), resume=args.resume, progress=not args.no_progress,
@@ -131,8 +130,7 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
         bidirectional=args.bidirectional, seq_len=args.seq_len, batch_size=args.batch, steps=args.steps,
         lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
-    if args.clip_norm == 0:
-        train_opts["clip_norm"] = None
+    _clip_off(args, train_opts)
     report = tagging.train_case_tagger(
         args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
     )
@@ -161,8 +159,7 @@ def cmd_train_spell(args: argparse.Namespace) -> int:
         cell=args.cell, hidden=args.hidden, dropout=args.dropout, batch_size=args.batch, steps=args.steps,
         lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
-    if args.clip_norm == 0:
-        train_opts["clip_norm"] = None
+    _clip_off(args, train_opts)
     report = spelling.train_speller(
         args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
     )
@@ -221,8 +218,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
     for key, value in given.items():
         if value is not None:
             options[key] = value
-    if args.clip_norm == 0:
-        options["clip_norm"] = None
+    _clip_off(args, options)
     report = synthetic.train_synthetic(
         args.task, args.out, cell=args.cell, hidden=args.hidden, length=args.length, train_options=options,
         resume=args.resume, progress=not args.no_progress,
@@ -262,8 +258,7 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
         pool=args.pool, dropout=args.dropout, input_noise=args.input_noise, batch_size=args.batch,
         steps=args.steps, lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
-    if args.clip_norm == 0:
-        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
+    _clip_off(args, train_opts)
     report = classify.train_classifier(
         args.train, args.test, args.out, model_opts, train_opts, epochs=args.epochs,
         valid_fraction=args.valid_fraction, resume=args.resume, progress=not args.no_progress,
@@ -314,8 +309,7 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
         n_test=args.test_pairs, **{"max_digits" if args.task == "numbers" else "digits": args.digits},
         **_training_overrides(args),
     )  # fmt: skip
-    if args.clip_norm == 0:
-        train_opts["clip_norm"] = None  # --clip-norm 0 turns clipping off
+    _clip_off(args, train_opts)
     report = translation.train_seq2seq(
         args.task, args.out, model_opts, train_opts, data_opts, resume=args.resume,
         progress=not args.no_progress, beam=args.beam,
@@ -501,11 +495,18 @@ LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 TEACHER_FORCING = ("always", "linear", "exponential", "inverse_sigmoid")
 
 
+def _clip_off(args: argparse.Namespace, options: dict[str, object]) -> None:
+    """--clip-norm 0 turns clipping off. The overrides cannot say so (a None there means "not given",
+    so the preset's value stays), hence this, on the options after the preset is applied."""
+    if args.clip_norm == 0:
+        options["clip_norm"] = None
+
+
 def _training_overrides(args: argparse.Namespace) -> dict[str, object]:
     # a command without an option (e.g. --bptt-window outside `train lm`) leaves its field alone
     out = {field: getattr(args, option, None) for option, field in TRAINING_OPTIONS.items()}
     if args.clip_norm == 0:
-        out["clip_norm"] = None  # a None is no override: cmd_train_lm turns it off
+        out["clip_norm"] = None  # a None is no override: _clip_off turns it off after the preset
     if args.no_plots:
         out["plots"] = False
     return out
