@@ -138,8 +138,9 @@ class LMTask:
         state = None if self._carried is None else map_state(lambda s: s[:, share], self._carried)
         k2 = self.bptt_window
         if k2 is not None and k2 < x.shape[0]:
+            head = x[: x.shape[0] - k2]
             with torch.no_grad():  # advance the state through the first k1 - k2 steps, no graph
-                _, state = model(x[: x.shape[0] - k2], state, **resets(x[: x.shape[0] - k2], self.reset_on))
+                _, state = model(head, state, **resets(head, self.reset_on))
             x, y = x[-k2:], y[-k2:]
         if teacher_forcing < 1.0:
             logits, state = model(x, state, teacher_forcing=teacher_forcing, **resets(x, self.reset_on))
