@@ -28,6 +28,7 @@ from ..errors import check
 State: TypeAlias = Any
 StateSize: TypeAlias = Any
 
+
 def identity(x: Tensor) -> Tensor:
     """The identity activation (a named function, not a lambda, so cells using it pickle)."""
     return x

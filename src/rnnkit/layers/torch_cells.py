@@ -17,6 +17,8 @@ rnnkit's own cells (``rnnkit.GRUCell`` etc.) are a different interface: ``cell(x
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from typing import Any
 
@@ -29,13 +31,35 @@ from ..cells.base import State, check_tensor, map_state
 from ..errors import InputError, check
 
 
+def torch_equivalent(module: nn.Module) -> str:
+    """The torch.nn constructor call that builds ``module``'s model, e.g. ``torch.nn.LSTM(3, 5,
+    num_layers=2)``: the arguments of its class that differ from their defaults (rnnkit's own, such
+    as ``impl``, left out)."""
+    name = type(module).__name__
+    args = [repr(module.input_size), repr(module.hidden_size)]
+    for arg in list(inspect.signature(type(module)).parameters.values())[2:]:
+        if arg.name in ("device", "dtype", "impl") or arg.kind is arg.VAR_KEYWORD:
+            continue
+        value = getattr(module, arg.name)
+        if value != arg.default:
+            args.append(f"{arg.name}={value!r}")
+    return f"torch.nn.{name}({', '.join(args)})"
+
+
 def no_torchscript(module: nn.Module) -> None:
     """What ``torch.jit.script`` meets on a drop-in: a clear error that says what to use instead."""
-    name = type(module).__name__
+    reg = getattr(module, "regularization", None)  # rnnkit's options on the layers, which torch lacks
+    extras = [f.name for f in dataclasses.fields(reg) if getattr(reg, f.name)] if reg is not None else []
+    extras += ["learn_initial_state"] if getattr(module, "learn_initial_state", False) else []
     raise RuntimeError(
-        f"torch.jit.script cannot compile rnnkit.nn.{name} (TorchScript takes only a subset of Python). "
-        f"Use torch.compile(model), which runs rnnkit.nn, or torch.export; for TorchScript, put "
-        f"torch.nn.{name}({module.extra_repr()}) in its place and load this module's state_dict into it"
+        f"torch.jit.script cannot compile rnnkit.nn.{type(module).__name__} (TorchScript takes only a "
+        f"subset of Python). Use torch.compile(model), which runs rnnkit.nn, or torch.export; for "
+        f"TorchScript, put {torch_equivalent(module)} in its place and load this module's state_dict into it"
+        + (
+            f" (it has no {', '.join(extras)}: only torch.compile and torch.export keep them)"
+            if extras
+            else ""
+        )
     )
 
 
