@@ -23,11 +23,12 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell
+from ..cells.registry import fast_path, fast_paths
 from ..errors import InputError
 from . import compiled
 from .fused import fused_kernel, run_fused
 from .masks import Recurrence
-from .native import stack_is_native
+from .native import native_op, stack_is_native
 from .packed import MKLDNN
 from .scan import run_scan, scan_kernel
 from .traced import run_traced
@@ -131,3 +132,21 @@ def plan(
                 "use impl='auto' or 'reference'"
             )
     return Plan(None, (reference,) * len(cells))
+
+
+def paths(cell: Cell) -> dict[str, object]:
+    """Which fast paths this cell, with its options, has (without regularisation), as its class declares
+    them (``cells/base.FastPaths``): ``native`` (torch's op or None), ``fused``, ``step`` and ``scan``
+    (bools), ``compiled`` (the name of the fused kernel's compiled loops, or None). For reports and
+    tests; prepares the one-step weights once to ask."""
+    fused = fused_kernel(cell) is not None
+    make = fast_path(cell, "step")
+    with torch.no_grad():
+        step = make is not None and make(cell, 1) is not None
+    return {
+        "native": native_op(cell),
+        "fused": fused,
+        "compiled": fast_paths(type(cell)).compiled if fused else None,
+        "step": step,
+        "scan": scan_kernel(cell) is not None,
+    }

@@ -251,6 +251,11 @@ class Recurrent(nn.Module):
         """The cells in the order layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
         return self.cells  # type: ignore[return-value]
 
+    def _bound_parameters(self) -> tuple[Tensor, ...] | None:
+        """The tensors ``layer_cells()`` binds its cells to, where the layer holds them itself (the
+        torch drop-ins), else None (they live on the cells). Streaming keys its cache on them."""
+        return None
+
     def forward(
         self,
         input: Tensor | PackedSequence,

@@ -14,7 +14,9 @@ Padded batches: ``alive`` (T, B, 1) marks the steps inside each sequence; past i
 keeps its state and outputs zeros, as in the reference loop.
 
 The kernels live one family per file (``elman.py``, ``jordan.py``, ``gru.py``, ``lstm.py``), over the
-helpers they share (``common.py``); this module picks a cell's kernel and runs it over a layer.
+helpers they share (``common.py``). Each file also holds its ``*_kernel(cell, rec)``, which a cell
+declares as its ``fused`` fast path (``cells/base.FastPaths``) and which returns the runner, or None
+where the cell's options are beyond it. This module runs a cell's kernel over a layer.
 """
 
 from __future__ import annotations
@@ -24,34 +26,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ...cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+from ...cells import Cell
 from ...cells.base import State, map_state
+from ...cells.registry import fast_path
 from ..masks import Recurrence, reset_in_processing_order, reverse_padded, step_mask
 from .common import ACTIVATIONS, Project, Steps
-from .elman import run_elman
-from .gru import run_gru
-from .jordan import run_jordan
-from .lstm import run_lstm
+from .elman import elman_kernel, run_elman
+from .gru import gru_kernel, run_gru
+from .jordan import jordan_kernel, run_jordan
+from .lstm import lstm_kernel, run_lstm
 
 
-def fused_kernel(cell: Cell, rec: Recurrence | None = None) -> Callable[..., tuple] | None:
+def fused_kernel(cell: Cell, rec: Recurrence | None = None) -> Callable[..., Steps] | None:
     """The fused kernel that computes this cell's recurrence exactly (with ``rec``'s state dropout,
-    zoneout and resets), or None."""
-    if type(cell) is ElmanCell and isinstance(cell.nonlinearity, str):
-        # zoneout with a readout: the readout reads the unzoned h (reference loop only)
-        zoned = rec is not None and rec.zoneout is not None
-        return None if zoned and cell.readout_size is not None else run_elman
-    if (
-        type(cell) is JordanCell
-        and isinstance(cell.nonlinearity, str)
-        and isinstance(cell.output_activation, str)
-    ):
-        return run_jordan
-    if type(cell) is GRUCell:
-        return run_gru
-    if type(cell) is LSTMCell:
-        return run_lstm
-    return None
+    zoneout and resets): the cell's declared ``fused`` fast path, or None."""
+    choose = fast_path(cell, "fused")
+    return choose(cell, rec) if choose is not None else None
 
 
 def run_fused(
@@ -98,7 +88,11 @@ __all__ = [
     "ACTIVATIONS",
     "Project",
     "Steps",
+    "elman_kernel",
     "fused_kernel",
+    "gru_kernel",
+    "jordan_kernel",
+    "lstm_kernel",
     "record",
     "run_elman",
     "run_fused",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -95,3 +97,12 @@ def run_elman(cell: ElmanCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec:
         return h, h_last, h, {}
     # the readout does not feed back, so it is one big product after the loop
     return cell.psi(F.linear(h, cell.weight_hy, cell.bias_y)), h_last, h, {}
+
+
+def elman_kernel(cell: ElmanCell, rec: Recurrence | None = None) -> Callable[..., Steps] | None:
+    """ElmanCell's fused kernel: named activations (their derivatives are known); not zoneout with a
+    readout (the readout reads the unzoned h: reference loop only)."""
+    if not isinstance(cell.nonlinearity, str):
+        return None
+    zoned = rec is not None and rec.zoneout is not None
+    return None if zoned and cell.readout_size is not None else run_elman

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -146,3 +148,8 @@ def run_gru(cell: GRUCell, x: Tensor, h0: Tensor, alive: Tensor | None, rec: Rec
         return h, h_last, h, (_gru_gates(rz, n) if keep else {})
     hs, _, rz, n, _ = _gru_forward(*args)
     return hs[1:], hs[-1], hs[1:], _gru_gates(rz, n)
+
+
+def gru_kernel(cell: GRUCell, rec: Recurrence | None = None) -> Callable[..., Steps]:
+    """GRUCell's fused kernel: every option."""
+    return run_gru

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -97,3 +99,9 @@ def run_jordan(cell: JordanCell, x: Tensor, y0: Tensor, alive: Tensor | None, re
         return y, y_last, y, {}
     ys = _jordan_forward(*args)[1]
     return ys[1:], ys[-1], ys[1:], {}
+
+
+def jordan_kernel(cell: JordanCell, rec: Recurrence | None = None) -> Callable[..., Steps] | None:
+    """JordanCell's fused kernel: named activations (their derivatives are known)."""
+    named = isinstance(cell.nonlinearity, str) and isinstance(cell.output_activation, str)
+    return run_jordan if named else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -227,3 +229,8 @@ def run_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, alive: Tensor | None, 
     hs, cs, *rest = _lstm_forward(xw, state.h, state.c, cell.weight_hh, cell.weight_hr, peep,
                                   ln if cell.layer_norm else None, alive, *controls)  # fmt: skip
     return hs[1:], LSTMState(hs[-1], cs[-1]), LSTMState(hs[1:], cs[1:]), _lstm_gates(rest[3])
+
+
+def lstm_kernel(cell: LSTMCell, rec: Recurrence | None = None) -> Callable[..., Steps]:
+    """LSTMCell's fused kernel: every option."""
+    return run_lstm
