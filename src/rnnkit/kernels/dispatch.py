@@ -3,7 +3,7 @@
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
 - "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
-  ``fused.py`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
+  ``fused/`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
@@ -12,6 +12,9 @@
   where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference (the
   convolutional cells among others: computing their input convolution for all steps at once was
   measured slower on CPU, see docs/benchmarks.md).
+
+Which of these a cell has, its class declares (``fast_paths``, see ``cells/base.FastPaths``); this
+module asks through ``native.native_op``, ``fused.fused_kernel`` and ``scan.scan_kernel``.
 """
 
 from __future__ import annotations

@@ -27,12 +27,13 @@ requires grad) nothing is cached: every cell runs its differentiable ``cell.step
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import Parameter
 
 from ..cells import Cell
 from ..cells.base import State, check_state, check_tensor
@@ -40,8 +41,20 @@ from ..cells.registry import fast_path
 from ..errors import InputError
 from ..kernels.steps import StepFn
 
-if TYPE_CHECKING:
-    from .recurrent import Recurrent
+
+class Layer(Protocol):
+    """What this module reads of a :class:`~rnnkit.layers.Recurrent` (a Protocol, so that the layer can
+    import this module and not the other way round)."""
+
+    bidirectional: bool
+    input_size: int
+    dropout: float
+    training: bool
+
+    def layer_cells(self) -> Sequence[Cell]: ...
+    def parameters(self) -> Iterator[Parameter]: ...
+    def _bound_parameters(self) -> tuple[Tensor, ...] | None: ...
+    def _name(self) -> str: ...
 
 
 def fused_step(cell: Cell, batch: int) -> StepFn | None:
@@ -84,7 +97,7 @@ class _Plan:
         return steps
 
 
-_PLANS: weakref.WeakKeyDictionary[Recurrent, _Plan] = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[Layer, _Plan] = weakref.WeakKeyDictionary()
 # torch's fused optimizers (``fused=True``) update parameters in place without bumping ``_version``, so
 # every optimizer step counts as a change: a global post-step hook, registered with the first plan.
 _OPTIMIZER_STEPS = [0]
@@ -109,7 +122,7 @@ def _key(tensors: Iterable[Tensor | None]) -> tuple:
     return tuple(key)
 
 
-def _plan(layer: Recurrent) -> tuple[Sequence[Cell], _Plan | None]:
+def _plan(layer: Layer) -> tuple[Sequence[Cell], _Plan | None]:
     """The layer's cells and its plan, rebuilt if any parameter changed since the last step. The key
     holds each cell's identity, each parameter's identity, data pointer and version, and the count of
     optimizer steps taken anywhere (fused optimizers do not bump versions). The plan is
@@ -138,7 +151,7 @@ def _plan(layer: Recurrent) -> tuple[Sequence[Cell], _Plan | None]:
     return cells, plan
 
 
-def clear_cache(layer: Recurrent | None = None) -> None:
+def clear_cache(layer: Layer | None = None) -> None:
     """Drop the prepared weights of ``layer`` (of every layer if None). Needed only after changing a
     weight in place through ``.data``, which the version counter does not see."""
     if layer is None:
@@ -150,7 +163,7 @@ def clear_cache(layer: Recurrent | None = None) -> None:
 # -- the step ----------------------------------------------------------------------------------------
 
 
-def _needs_grad(layer: Recurrent, x: Tensor, fields: Sequence[Tensor]) -> bool:
+def _needs_grad(layer: Layer, x: Tensor, fields: Sequence[Tensor]) -> bool:
     return torch.is_grad_enabled() and (
         x.requires_grad
         or any(s.requires_grad for s in fields)
@@ -158,11 +171,11 @@ def _needs_grad(layer: Recurrent, x: Tensor, fields: Sequence[Tensor]) -> bool:
     )
 
 
-def _who(layer: Recurrent) -> str:
+def _who(layer: Layer) -> str:
     return f"{layer._name()}.step"
 
 
-def step(layer: Recurrent, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+def step(layer: Layer, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
     """``Recurrent.step``: one time step of every layer. ``x`` (B, F) or (F,); ``state`` as ``forward``
     takes and returns it, (K, B, n) per field ((K, n) unbatched) or None for zeros. Returns ``(y (B,
     O), state)``, unbatched ``(y (O,), state (K, n))``."""
@@ -237,7 +250,7 @@ def step(layer: Recurrent, x: Tensor, state: State | None = None) -> tuple[Tenso
 
 
 def _check_state(
-    layer: Recurrent, state: State, size: object, prefix: tuple[int, ...], x: Tensor, batched: bool
+    layer: Layer, state: State, size: object, prefix: tuple[int, ...], x: Tensor, batched: bool
 ) -> State:
     """The full state check, with ``check_state``'s messages; the number of dimensions first, in words
     that fit a step (whose input has one dimension less than ``forward``'s)."""
