@@ -1,5 +1,5 @@
 """The cell registry: which fast paths each cell declares, exact-class lookup, and the layering it
-keeps (cells never import kernels; no import circles in cells/, kernels/, layers/)."""
+keeps (cells never import kernels)."""
 
 from __future__ import annotations
 
