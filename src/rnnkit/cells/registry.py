@@ -82,7 +82,16 @@ def _resolve(ref: str) -> Callable[..., Any]:
 def fast_path(cell: Cell, kind: str) -> Callable[..., Any] | None:
     """The function ``cell``'s class declares for ``kind`` (one of :data:`KINDS`: native, fused, step,
     scan), imported on first use, or None."""
+    key = (type(cell), kind)
+    try:
+        return _FOUND[key]  # dispatch asks at every forward: one dict lookup
+    except KeyError:
+        pass
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     ref = getattr(fast_paths(type(cell)), kind)
-    return _resolve(ref) if isinstance(ref, str) else ref
+    found = _FOUND[key] = _resolve(ref) if isinstance(ref, str) else ref
+    return found
+
+
+_FOUND: dict[tuple[type, str], Callable[..., Any] | None] = {}
