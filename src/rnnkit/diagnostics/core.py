@@ -18,7 +18,7 @@ from torch import Tensor
 from ..cells.base import LSTMState, State, map_state
 from ..errors import InputError
 from ..layers.recurrent import Recurrent
-from ..training.tasks import evaluating
+from ..training.task import evaluating
 
 GATE_RANGES = {"input": (0, 1), "forget": (0, 1), "output": (0, 1), "cell": (-1, 1), "reset": (0, 1),
                "update": (0, 1), "new": (-1, 1)}  # fmt: skip

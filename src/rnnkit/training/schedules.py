@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .trainer import TrainConfig
+from .config import LR_SCHEDULES, OPTIMIZERS, TEACHER_FORCING
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
-LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-TEACHER_FORCING = ("always", "linear", "exponential", "inverse_sigmoid")
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TEACHER_FORCING", "LRSchedule", "make_optimizer",
+           "teacher_forcing_ratio"]  # fmt: skip
 
 
 def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
