@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from ..configs import off_if_zero, option
 from ..errors import check_int
+from .sampling import TEACHER_FORCING, teacher_forcing_ratio
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-TEACHER_FORCING = ("always", "linear", "exponential", "inverse_sigmoid")
 
 # The flags every training command shares, in the order --help lists them; BPTT only where there is a
 # stream to truncate, teacher forcing only for models that feed back their own predictions.
@@ -116,8 +116,6 @@ class TrainConfig:
 
     def teacher_forcing_at(self, step: int) -> float:
         """The probability of feeding the ground truth at ``step`` (1.0 for "always")."""
-        from .schedules import teacher_forcing_ratio  # torch; a config alone does not need it
-
         return teacher_forcing_ratio(
             self.teacher_forcing, step, self.tf_k, self.tf_c, self.tf_floor, total_steps=self.steps
         )
