@@ -1,6 +1,6 @@
 """Scheduled sampling, teacher forcing that fades (Bengio et al. 2015, "Scheduled Sampling for Sequence
-Prediction with Recurrent Neural Networks", section 2.4): at training step i an autoregressive model is fed the ground truth with
-probability eps_i and its own prediction otherwise, eps_i decaying by one of
+Prediction with Recurrent Neural Networks", section 2.4): at training step i an autoregressive model
+is fed the ground truth with probability eps_i and its own prediction otherwise, eps_i decaying by one of
 
     linear            eps_i = max(floor, k - c i)
     exponential       eps_i = max(floor, k ** i)          (k < 1)
