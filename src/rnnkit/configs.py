@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -116,6 +116,8 @@ def add_flag(parser: Any, f: dataclasses.Field, base: Any = None, help: str | No
                 kwargs["metavar"] = f.name.upper()
         if m.get("metavar"):
             kwargs["metavar"] = m["metavar"]
+        if m.get("flag") and "metavar" not in kwargs:  # --batch N, not --batch BATCH_SIZE
+            kwargs["metavar"] = m["flag"].lstrip("-").upper().replace("-", "_")
         if m.get("minimum") is not None:
             kwargs["action"], kwargs["minimum"] = _AtLeast, m["minimum"]
     parser.add_argument(flag_of(f), **kwargs)
@@ -156,3 +158,13 @@ def _type_of(f: dataclasses.Field) -> Callable[[str], Any]:
         hint = str(f.type)
         return int if hint.startswith("int") else float if hint.startswith("float") else str
     return type(default)
+
+
+def as_config(config: type[C], value: C | Mapping[str, Any], **derived: Any) -> C:
+    """``value`` as a ``config``: a config as it is, or a dict of its fields (the older keyword form);
+    then the ``derived`` fields (what the data decides, e.g. the vocabulary size) set on it."""
+    if isinstance(value, config):
+        return dataclasses.replace(value, **derived) if derived else value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a {config.__name__} or a dict of its fields, got {type(value).__name__}")
+    return config(**{**value, **derived})

@@ -20,9 +20,10 @@ from ..training.config import BPTT_FLAGS, CHECKPOINT_FLAGS, OPTIMIZER_FLAGS, SAM
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def train_flag(p: Any, name: str, help: str) -> None:
-    """A TrainConfig field's flag with this command's own wording (e.g. ``--batch``: "windows per step")."""
-    add_flag(p, _FIELDS[name], help=help)
+def train_flag(p: Any, name: str, help: str, preset: TrainConfig | None = None) -> None:
+    """A TrainConfig field's flag in this command's own words (``--batch``: "windows per step"), its help
+    ending with the ``preset``'s value."""
+    add_flag(p, _FIELDS[name], preset, help=help)
 
 
 def training(args: argparse.Namespace) -> dict[str, Any]:

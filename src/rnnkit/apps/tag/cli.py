@@ -6,25 +6,24 @@ import argparse
 import json
 import os
 import sys
+from argparse import SUPPRESS
 
-from ...commands.shared import add_training_options, torchrun, train_flag, training
+from ...commands.shared import add_training_options, torchrun, train_flag
+from ...configs import add_options, override
+from .config import MODEL, TRAIN, TaggerConfig
 
 
 def cmd_train_tag(args: argparse.Namespace) -> int:
     """Train a tagger that restores letter case; report its scores next to the rule baseline's."""
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return torchrun(args.nproc, args.argv)
-    from rnnkit.apps import tag as tagging
     from rnnkit.training import distributed
 
-    model_opts, train_opts = tagging.options(
-        cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
-        bidirectional=args.bidirectional,
-    )  # fmt: skip
-    train_opts.update(training(args))  # the TrainConfig flags given, on top of the preset
-    report = tagging.train_case_tagger(
-        args.data, args.out, model_opts, train_opts, resume=args.resume, progress=not args.no_progress
-    )
+    from . import run
+
+    model, train = override(MODEL, args), override(TRAIN, args)  # the preset, with the flags given
+    report = run.train_case_tagger(args.data, args.out, model, train, resume=args.resume,
+                                   progress=not args.no_progress)  # fmt: skip
     if not distributed.is_main():
         return 0
     if args.json:
@@ -46,31 +45,28 @@ def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
-    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default lstm)")
-    p.add_argument("--hidden", type=int, help="hidden size per direction (default 128)")
-    p.add_argument("--layers", type=int, help="stacked recurrent layers")
-    p.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
+    add_options(p, TaggerConfig, MODEL)
     direction = p.add_mutually_exclusive_group()
     direction.add_argument(
-        "--bidirectional", action="store_true", default=None, help="read both ways (default)"
+        "--bidirectional", action="store_true", default=SUPPRESS, help="read both ways (default)"
     )
-    direction.add_argument("--unidirectional", dest="bidirectional", action="store_false",
+    direction.add_argument("--unidirectional", dest="bidirectional", action="store_false", default=SUPPRESS,
                            help="read left to right only")  # fmt: skip
-    train_flag(p, "seq_len", "training window length (default 128)")
-    train_flag(p, "batch_size", "windows per step")
-    train_flag(p, "steps", "optimizer steps in all (default 3000)")
-    train_flag(p, "lr", "learning rate")
-    train_flag(p, "seed", "random seed")
+    train_flag(p, "seq_len", "training window length", TRAIN)
+    train_flag(p, "batch_size", "windows per step", TRAIN)
+    train_flag(p, "steps", "optimizer steps in all", TRAIN)
+    train_flag(p, "lr", "learning rate", TRAIN)
+    train_flag(p, "seed", "random seed", TRAIN)
     add_training_options(p)
     p.set_defaults(func=cmd_train_tag)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     """Restore the letter case of a text with a trained tagger."""
-    from rnnkit.apps import tag as tagging
+    from .run import restore_case
 
     text = " ".join(args.text) if args.text else sys.stdin.read()
-    restored = tagging.restore_case(args.run_dir, text, which=args.checkpoint)
+    restored = restore_case(args.run_dir, text, which=args.checkpoint)
     print(json.dumps({"text": restored}) if args.json else restored)
     return 0
 

@@ -9,52 +9,19 @@ sequence, so the label of t can depend on what comes after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from ...cells.registry import CELLS
-from ...errors import check_bool, check_int, check_probability
 from ...layers.recurrent import Recurrent
-
-
-@dataclass
-class TaggerConfig:
-    """The tagger's shape; saved in the run directory.
-
-    Attributes:
-        vocab_size: V input token ids.
-        num_tags: K labels per step.
-        cell: "lstm", "gru" or "rnn".
-        hidden: H per direction; the embedding has the same size.
-        layers: stacked recurrent layers.
-        bidirectional: read both ways (outputs concatenated, 2H).
-        dropout: between layers and before the readout.
-    """
-
-    vocab_size: int
-    num_tags: int = 2
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_int("vocab_size", self.vocab_size)
-        check_int("num_tags", self.num_tags, minimum=2)
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        check_int("hidden", self.hidden)
-        check_int("layers", self.layers)
-        check_bool("bidirectional", self.bidirectional)
-        check_probability("dropout", self.dropout)
+from .config import TaggerConfig
 
 
 class SequenceTagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("TaggerConfig.vocab_size must be set (it is the tokenizer's vocabulary size)")
         self.config = config
         H = config.hidden
         self.embedding = nn.Embedding(config.vocab_size, H)

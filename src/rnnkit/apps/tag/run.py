@@ -16,29 +16,27 @@ from typing import Any
 
 import torch
 
+from ...configs import as_config
 from ...data import CharTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from ...data.casing import case_targets, letter_mask, rule_baseline, tag_scores
 from ...errors import InputError
-from ...options import field_names, route
+from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
 from ...training.trainer import fit
-from .model import SequenceTagger, TaggerConfig
+from .config import MODEL, TRAIN, TaggerConfig
+from .model import SequenceTagger
 from .task import TagTask, predict_tags
 
-# A bidirectional LSTM, 128 per direction: about 2 minutes on 2 CPU cores
-PRESET: tuple[dict[str, Any], dict[str, Any]] = (
-    {"cell": "lstm", "hidden": 128, "layers": 1, "bidirectional": True, "dropout": 0.0},
-    {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 3e-3, "eval_every": 500, "checkpoint_every": 500},
-)
+PRESET = (MODEL, TRAIN)  # the preset: the model and how to train it (see config.py)
 
 
 def train_case_tagger(
     data: str,
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
+    model_options: TaggerConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
     *,
     resume: bool = False,
     progress: bool = True,
@@ -59,8 +57,10 @@ def train_case_tagger(
             run_dir.mkdir(parents=True, exist_ok=True)
             save_tokenizer(tokenizer, run_dir / "tokenizer.json")
             atomic_write(run_dir / "data.json", (json.dumps({"data": data, "task": "case"}) + "\n").encode())
-    config = TrainConfig(**train_options)
-    model = SequenceTagger(TaggerConfig(vocab_size=tokenizer.vocab_size, num_tags=2, **model_options))
+    config = as_config(TrainConfig, train_options)
+    model = SequenceTagger(
+        as_config(TaggerConfig, model_options, vocab_size=tokenizer.vocab_size, num_tags=2)
+    )
     valid_ids = tokenizer.encode(valid_lower, source=f"{data} (valid)")
     task = TagTask(
         (tokenizer.encode(train_lower, source=f"{data} (train)"), train_tags),
@@ -113,7 +113,8 @@ def restore_case(run_dir: str | os.PathLike[str], text: str, which: str = "best"
 
 
 def options(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The preset's model and training options with every non-None override applied."""
-    model_opts, train_opts = dict(PRESET[0]), dict(PRESET[1])
+    """The preset's model and training options as dicts, with every non-None override applied (the
+    older keyword form; the CLI passes the configs themselves)."""
+    model_opts, train_opts = options_of(MODEL), options_of(TRAIN)
     route(overrides, (model_opts, field_names(TaggerConfig)), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts
