@@ -168,3 +168,10 @@ def as_config(config: type[C], value: C | Mapping[str, Any], **derived: Any) -> 
     if not isinstance(value, Mapping):
         raise TypeError(f"expected a {config.__name__} or a dict of its fields, got {type(value).__name__}")
     return config(**{**value, **derived})
+
+
+def cell_names() -> tuple[str, ...]:
+    """The cell registry's names, for a ``cell`` field's choices (imports torch: call it lazily)."""
+    from .cells import registry
+
+    return registry.names()

@@ -7,24 +7,24 @@ import json
 import os
 import sys
 
-from ...commands.shared import add_training_options, torchrun, train_flag, training, unescape
+from ...commands.shared import add_training_options, torchrun, train_flag, unescape
+from ...configs import add_options, override
+from .config import PRESETS, TOKENIZERS, LMConfig
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
     """Train a character- or word-level language model; report the validation loss per token."""
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return torchrun(args.nproc, args.argv)
-    from rnnkit.apps import lm
     from rnnkit.training import distributed
 
-    model_opts, train_opts = lm.options_from(
-        args.preset, cell=args.cell, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
-        tie_weights=args.tie_weights,
-    )  # fmt: skip
-    train_opts.update(training(args))  # the TrainConfig flags given, on top of the preset
-    report = lm.train_language_model(
-        args.data, args.out, model_opts, train_opts, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        reset_on=unescape(args.reset_on), resume=args.resume, progress=not args.no_progress,
+    from . import run
+
+    preset_model, preset_train = PRESETS[args.preset or "quick"]
+    model, train = override(preset_model, args), override(preset_train, args)  # the flags given on top
+    report = run.train_language_model(
+        args.data, args.out, model, train, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        reset_on=unescape(args.reset_text), resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
     if not distributed.is_main():
@@ -32,7 +32,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        unit = lm.token_unit(report["run_dir"])
+        unit = run.token_unit(report["run_dir"])
         print(
             f"trained {report['steps']} steps -> {report['run_dir']}: valid loss {report['valid_loss']:.4f} "
             f"nats/{unit}, {report['valid_bpc']:.4f} bits/{unit} ({report['parameters']:,} parameters, "
@@ -45,9 +45,9 @@ def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--data", required=True, help="a named dataset (tinyshakespeare, shakespeare) or a path")
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
-    p.add_argument("--preset", choices=["quick", "best"], help="a set of options (default: quick)")
+    p.add_argument("--preset", choices=list(PRESETS), help="a set of options (default: quick)")
     p.add_argument(
-        "--tokenizer", choices=["char", "word"],
+        "--tokenizer", choices=TOKENIZERS,
         help="one token per character (default), or per word or punctuation mark (with its leading space)",
     )  # fmt: skip
     p.add_argument(
@@ -56,24 +56,16 @@ def train(p: argparse.ArgumentParser) -> None:
         "<unk>); rarer words become <unk> (default: every word)",
     )  # fmt: skip
     p.add_argument(
-        "--reset-on", metavar="TOKEN",
+        "--reset-on", metavar="TOKEN", dest="reset_text",  # reset_on is the id TrainConfig gets
         help="a token that starts each document (e.g. '\\f'; backslash escapes allowed): the hidden "
         "state restarts there instead of running from one document into the next",
     )  # fmt: skip
-    p.add_argument(
-        "--cell", choices=["lstm", "gru", "rnn", "mingru", "minlstm"],
-        help="the recurrent cell (mingru, minlstm: the minimal RNNs of Feng et al. 2024, trained by a "
-        "parallel scan)",
-    )  # fmt: skip
-    p.add_argument("--hidden", type=int, help="hidden (and embedding) size")
-    p.add_argument("--layers", type=int, help="stacked recurrent layers")
-    p.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
-    p.add_argument("--tie-weights", action="store_true", default=None, help="tie readout and embedding")
-    train_flag(p, "seq_len", "truncated BPTT window (tau)")
-    train_flag(p, "batch_size", "parallel streams per step")
-    train_flag(p, "steps", "optimizer steps in all")
-    train_flag(p, "lr", "AdamW learning rate")
-    train_flag(p, "seed", "random seed")
+    add_options(p, LMConfig, PRESETS["quick"][0])
+    train_flag(p, "seq_len", "truncated BPTT window (tau)", PRESETS["quick"][1])
+    train_flag(p, "batch_size", "parallel streams per step", PRESETS["quick"][1])
+    train_flag(p, "steps", "optimizer steps in all", PRESETS["quick"][1])
+    train_flag(p, "lr", "AdamW learning rate", PRESETS["quick"][1])
+    train_flag(p, "seed", "random seed", PRESETS["quick"][1])
     add_training_options(p, bptt=True, sampling=True)
     p.set_defaults(func=cmd_train_lm)
 
@@ -83,7 +75,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from rnnkit import generate
-    from rnnkit.apps import lm
+
+    from . import run as lm
 
     trained = lm.load_language_model(args.run_dir, which=args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
@@ -140,7 +133,7 @@ def generate(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained language model to ONNX (ONNX Runtime) or torch.export; report the file."""
-    from rnnkit.apps.lm import export
+    from . import export
 
     try:
         report = export.export_run(args.run_dir, args.out, args.format, which=args.checkpoint)
@@ -172,7 +165,7 @@ def export(p: argparse.ArgumentParser) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score any text with a trained language model (its own vocabulary)."""
-    from rnnkit.apps import lm
+    from . import run as lm
 
     report = lm.evaluate_text(args.run_dir, args.data, which=args.checkpoint)
     if args.json:

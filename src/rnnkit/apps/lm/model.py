@@ -5,48 +5,13 @@ Shape legend: T time steps, B batch, V vocabulary size, H hidden size, K layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from ...cells.base import State, stack_states
 from ...cells.registry import CELLS
-from ...errors import check_bool, check_int, check_probability
 from ...layers.recurrent import Recurrent
-
-
-@dataclass
-class LMConfig:
-    """The model's shape. Validated on construction, saved in every run directory.
-
-    Attributes:
-        vocab_size: V, the number of token ids.
-        cell: "lstm", "gru", "rnn" (Elman, tanh), or the minimal RNNs "mingru" / "minlstm" (Feng et al.
-            2024; their gates read only the input, so a whole chunk trains by a parallel scan and
-            several layers are needed for a good model).
-        hidden: H, the hidden size; also the embedding size (so the readout can be tied).
-        layers: K, stacked recurrent layers.
-        dropout: on each recurrent layer's output (between layers and before the readout).
-        tie_weights: share the embedding matrix with the readout (Press & Wolf 2017,
-            https://arxiv.org/abs/1608.05859): fewer parameters, usually a better perplexity.
-    """
-
-    vocab_size: int
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    dropout: float = 0.0
-    tie_weights: bool = False
-
-    def __post_init__(self) -> None:
-        check_int("vocab_size", self.vocab_size)
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        check_int("hidden", self.hidden)
-        check_int("layers", self.layers)
-        check_probability("dropout", self.dropout)
-        check_bool("tie_weights", self.tie_weights)
+from .config import LMConfig
 
 
 class LanguageModel(nn.Module):
@@ -59,6 +24,8 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("LMConfig.vocab_size must be set (it is the tokenizer's vocabulary size)")
         self.config = config
         H, V = config.hidden, config.vocab_size
         self.embedding = nn.Embedding(V, H)

@@ -16,33 +16,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...configs import as_config
 from ...data import CharTokenizer, WordTokenizer, load_dataset, load_tokenizer, save_tokenizer
 from ...errors import InputError
-from ...options import field_names, route
+from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
 from ...training.trainer import fit
-from .model import LanguageModel, LMConfig
+from .config import PRESETS, TOKENIZERS, LMConfig
+from .model import LanguageModel
 from .task import LN2, LMTask, evaluate
-
-# Presets: (model options, training options). "quick" is the README's main job: about two minutes on
-# 2 CPU cores; "best" trains a bigger model for a 30-minute budget (issue 5's bar for tinyshakespeare).
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "quick": (
-        {"cell": "lstm", "hidden": 256, "layers": 1, "dropout": 0.0},
-        {"steps": 2500, "batch_size": 32, "seq_len": 64, "lr": 3e-3, "eval_every": 500,
-         "checkpoint_every": 500},
-    ),
-    "best": (
-        {"cell": "lstm", "hidden": 512, "layers": 2, "dropout": 0.2},
-        {"steps": 100000, "minutes": 30, "batch_size": 32, "seq_len": 128, "lr": 2e-3, "eval_every": 500,
-         "checkpoint_every": 500},
-    ),
-}  # fmt: skip
-
-
-TOKENIZERS = ("char", "word")  # what `rnnkit train lm --tokenizer` offers
 
 
 @dataclass
@@ -55,8 +39,8 @@ class TrainedLM:
 def train_language_model(
     data: str,
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
+    model_options: LMConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
     *,
     tokenizer: str | None = None,
     vocab_size: int | None = None,
@@ -110,10 +94,11 @@ def train_language_model(
                 f"reset_on must be exactly one token of the vocabulary; {reset_on!r} is "
                 f"{ids.numel()} token(s){' or unknown' if ids.numel() == 1 else ''}"
             )
-        train_options = {**train_options, "reset_on": int(ids[0])}
-    config = TrainConfig(**train_options)
+        config = as_config(TrainConfig, train_options, reset_on=int(ids[0]))
+    else:
+        config = as_config(TrainConfig, train_options)
     torch.manual_seed(config.seed)  # --seed fixes the initial weights too
-    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, **model_options))
+    model = LanguageModel(as_config(LMConfig, model_options, vocab_size=tok.vocab_size))
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / "checkpoints").exists():
@@ -211,6 +196,6 @@ def options_from(preset: str | None, **overrides: Any) -> tuple[dict[str, Any], 
     """Model and training options: a preset's, with every non-None override applied."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    model_opts, train_opts = (dict(d) for d in PRESETS[preset or "quick"])
+    model_opts, train_opts = (options_of(c) for c in PRESETS[preset or "quick"])
     route(overrides, (model_opts, field_names(LMConfig)), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts

@@ -7,15 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...configs import option
+from ...configs import cell_names, option
 from ...errors import check_bool, check_int, check_probability
 from ...training.config import TrainConfig
-
-
-def cell_names() -> tuple[str, ...]:
-    from ...cells import registry  # torch: only when a --cell is checked or listed
-
-    return registry.names()
 
 
 @dataclass
@@ -31,10 +25,10 @@ class TaggerConfig:
     dropout: float = option(0.0, "dropout between layers and before the readout")
 
     def __post_init__(self) -> None:
-        if self.vocab_size is not None:
+        if self.vocab_size is not None:  # complete (not a preset): check the cell against the registry too
             check_int("vocab_size", self.vocab_size)
         check_int("num_tags", self.num_tags, minimum=2)
-        if self.cell not in cell_names():
+        if self.vocab_size is not None and self.cell not in cell_names():
             raise ValueError(f"cell must be one of {sorted(cell_names())}, got {self.cell!r}")
         check_int("hidden", self.hidden)
         check_int("layers", self.layers)
