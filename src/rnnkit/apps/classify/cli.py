@@ -7,23 +7,23 @@ import json
 import os
 import sys
 
-from ...commands.shared import add_training_options, torchrun, train_flag, training
+from ...commands.shared import add_training_options, torchrun, train_flag
+from ...configs import add_options, override
+from .config import PRESETS, ClassifierConfig
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
     """Train a sequence classifier on a .ts file; report train and test accuracy."""
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return torchrun(args.nproc, args.argv)
-    from rnnkit.apps import classify
     from rnnkit.training import distributed
 
-    model_opts, train_opts = classify.options_from(
-        args.model, cell=args.cell, hidden=args.hidden, layers=args.layers, bidirectional=args.bidirectional,
-        pool=args.pool, dropout=args.dropout, input_noise=args.input_noise,
-    )  # fmt: skip
-    train_opts.update(training(args))  # the TrainConfig flags given, on top of the preset
-    report = classify.train_classifier(
-        args.train, args.test, args.out, model_opts, train_opts, epochs=args.epochs,
+    from .run import train_classifier
+
+    preset_model, preset_train = PRESETS[getattr(args, "model", "rnn")]  # --model picks the preset
+    model, train = override(preset_model, args), override(preset_train, args)  # the flags given on top
+    report = train_classifier(
+        args.train, args.test, args.out, model, train, epochs=args.epochs,
         valid_fraction=args.valid_fraction, resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
@@ -46,26 +46,7 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", required=True, help="a .ts file of labelled training series")
     p.add_argument("--test", help="a .ts file of labelled test series, scored once at the end")
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
-    p.add_argument(
-        "--model", choices=["rnn", "mlp"],
-        help="rnn (default): recurrent stack + pooling; mlp: the baseline on the flattened padded series",
-    )  # fmt: skip
-    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default gru)")
-    p.add_argument("--hidden", type=int, help="hidden size (default 96; mlp: units per layer, 500)")
-    p.add_argument("--layers", type=int, help="stacked recurrent layers (default 2; mlp: hidden layers, 3)")
-    p.add_argument(
-        "--bidirectional", action=argparse.BooleanOptionalAction, default=None,
-        help="read each series both ways (default: on)",
-    )  # fmt: skip
-    p.add_argument(
-        "--pool", choices=["last", "mean", "max", "attention"],
-        help="how the outputs over time become one vector (default mean)",
-    )  # fmt: skip
-    p.add_argument("--dropout", type=float, help="dropout between layers and before the readout")
-    p.add_argument(
-        "--input-noise", type=float,
-        help="training only: Gaussian noise of this std added to the normalised inputs (default 0)",
-    )  # fmt: skip
+    add_options(p, ClassifierConfig, PRESETS["rnn"][0])
     p.add_argument(
         "--valid-fraction", type=float, default=0.0,
         help="hold out this fraction of each class for validation, the best checkpoint and --patience "
@@ -85,9 +66,9 @@ def train(p: argparse.ArgumentParser) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Label the series of a .ts file with a trained classifier (and score them if labelled)."""
-    from rnnkit.apps import classify
+    from .run import predict
 
-    report = classify.predict(args.run_dir, args.data, which=args.checkpoint)
+    report = predict(args.run_dir, args.data, which=args.checkpoint)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -13,72 +13,16 @@ recurrent output size, K classes.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ...cells import ElmanCell, GRUCell, LSTMCell
-from ...cells.base import Cell, State
-from ...errors import InputError, check_bool, check_int, check_probability
+from ...cells import registry
+from ...cells.base import State
+from ...errors import InputError
 from ...layers.recurrent import Recurrent
+from .config import POOLS, ClassifierConfig, cell_names
 
-CELLS: dict[str, type[Cell]] = {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}
-POOLS = ("last", "mean", "max", "attention")
-MODELS = ("rnn", "mlp")
-
-
-@dataclass
-class ClassifierConfig:
-    """The classifier's shape. Validated on construction, saved in every run directory.
-
-    Attributes:
-        input_size: C, values per time step.
-        num_classes: K.
-        model: "rnn" (:class:`SequenceClassifier`) or "mlp" (:class:`MLPClassifier`).
-        cell: "lstm", "gru" or "rnn" (Elman, tanh); rnn model only.
-        hidden: H, the recurrent hidden size; for the MLP, the units of each hidden layer.
-        layers: stacked recurrent layers; for the MLP, hidden layers.
-        bidirectional: rnn model only: read each series forwards and backwards.
-        pool: rnn model only: how the outputs over time become one vector, "last", "mean", "max" or
-            "attention" (see :func:`pool`).
-        dropout: between layers and before the readout (and, for the MLP, on its input).
-        input_noise: training only: add Gaussian noise of this standard deviation to the normalised
-            inputs (in units of each channel's training std), a regulariser for small datasets.
-        max_len: MLP only: the length every series is padded (or cut) to, so the input size is
-            ``max_len * C``.
-    """
-
-    input_size: int
-    num_classes: int
-    model: str = "rnn"
-    cell: str = "gru"
-    hidden: int = 64
-    layers: int = 1
-    bidirectional: bool = True
-    pool: str = "mean"
-    dropout: float = 0.0
-    input_noise: float = 0.0
-    max_len: int | None = None
-
-    def __post_init__(self) -> None:
-        check_int("input_size", self.input_size)
-        check_int("num_classes", self.num_classes, minimum=2)
-        for name, value, choices in (("model", self.model, MODELS), ("cell", self.cell, tuple(CELLS)),
-                                     ("pool", self.pool, POOLS)):  # fmt: skip
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-        check_int("hidden", self.hidden)
-        check_int("layers", self.layers)
-        check_bool("bidirectional", self.bidirectional)
-        check_probability("dropout", self.dropout)
-        if not (isinstance(self.input_noise, (int, float)) and 0 <= self.input_noise < math.inf):
-            raise ValueError(f"input_noise must be a number >= 0, got {self.input_noise!r}")
-        if self.model == "mlp":
-            if self.max_len is None:
-                raise ValueError("the mlp model needs max_len, the length series are padded to")
-            check_int("max_len", self.max_len)
+CELLS = {name: entry.cls for name, entry in registry.CELLS.items() if name in cell_names()}  # old name
 
 
 def build_classifier(config: ClassifierConfig) -> SequenceClassifier | MLPClassifier:
@@ -208,7 +152,7 @@ class SequenceClassifier(nn.Module):
         self.normalizer = Normalizer(C, config.input_noise)
         between = config.dropout if config.layers > 1 else 0.0  # Recurrent warns about dropout with 1 layer
         self.rnn = Recurrent(
-            CELLS[config.cell](C, H), num_layers=config.layers, bidirectional=config.bidirectional,
+            registry.build(config.cell, C, H), num_layers=config.layers, bidirectional=config.bidirectional,
             dropout=between, batch_first=True,
         )  # fmt: skip
         D = self.rnn.output_size

@@ -25,30 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...configs import as_config
 from ...data.timeseries import SeriesDataset, read_ts
 from ...errors import InputError
-from ...options import field_names, route
+from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
 from ...training.trainer import fit
-from .model import ClassifierConfig, MLPClassifier, SequenceClassifier, build_classifier
+from .config import PRESETS, ClassifierConfig
+from .model import MLPClassifier, SequenceClassifier, build_classifier
 from .task import ClassifyTask, evaluate_classifier, predict_classes
-
-# Defaults per model kind: (model options, training options). The rnn one is measured in
-# docs/results.md ("Japanese Vowels"); the mlp one is the simple baseline.
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "rnn": (
-        {"model": "rnn", "cell": "gru", "hidden": 96, "layers": 2, "bidirectional": True, "pool": "mean",
-         "dropout": 0.0},
-        {"steps": 800, "batch_size": 32, "lr": 5e-3, "schedule": "cosine", "warmup_steps": 30,
-         "eval_every": 50, "checkpoint_every": 100},
-    ),
-    "mlp": (
-        {"model": "mlp", "hidden": 500, "layers": 3, "dropout": 0.1},
-        {"steps": 1000, "batch_size": 32, "lr": 1e-3, "eval_every": 100, "checkpoint_every": 500},
-    ),
-}  # fmt: skip
 
 
 @dataclass
@@ -65,7 +52,9 @@ def options_from(model: str | None, **overrides: Any) -> tuple[dict[str, Any], d
     kind = model or "rnn"
     if kind not in PRESETS:
         raise InputError(f"model must be one of {sorted(PRESETS)}, got {kind!r}")
-    model_opts, train_opts = (dict(d) for d in PRESETS[kind])
+    model_opts, train_opts = (options_of(c) for c in PRESETS[kind])
+    for derived in ("input_size", "num_classes", "max_len"):
+        model_opts.pop(derived)
     model_fields = field_names(ClassifierConfig) - {"input_size", "num_classes", "max_len"}
     route(overrides, (model_opts, model_fields), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts
@@ -103,8 +92,8 @@ def train_classifier(
     train: str | os.PathLike[str] | SeriesDataset,
     test: str | os.PathLike[str] | SeriesDataset | None,
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
+    model_options: ClassifierConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
     *,
     epochs: float | None = None,
     valid_fraction: float = 0.0,
@@ -143,7 +132,7 @@ def train_classifier(
         if test_set.labels is None:
             raise InputError(f"{test_set.source}: test series need class labels to be scored")
         test_set.targets(train_set.classes)  # a label the model cannot output is an error now, not at the end
-    config = TrainConfig(**train_options)
+    config = as_config(TrainConfig, train_options)
     fit_set, valid_set = (
         split_stratified(train_set, valid_fraction, config.seed) if valid_fraction else (train_set, train_set)
     )
@@ -155,10 +144,9 @@ def train_classifier(
 
     # the MLP sees a fixed number of steps: the longest series it is shown (longer ones are cut)
     longest = max(int(train_set.lengths.max()), int(test_set.lengths.max()) if test_set is not None else 0)
-    model_config = ClassifierConfig(
-        input_size=train_set.channels, num_classes=len(train_set.classes),
-        **{**model_options, "max_len": longest if model_options.get("model") == "mlp" else None},
-    )  # fmt: skip
+    model_config = as_config(ClassifierConfig, model_options, input_size=train_set.channels,
+                             num_classes=len(train_set.classes))  # fmt: skip
+    model_config = dataclasses.replace(model_config, max_len=longest if model_config.model == "mlp" else None)
     torch.manual_seed(config.seed)  # the initial weights depend on --seed
     model = build_classifier(model_config)
     x, lengths = fit_set.padded()  # (N, T, C), (N,)

@@ -67,7 +67,7 @@ class Seq2SeqTask(Task):
         self.valid_rows = slice(rank, None, world)
 
     def train_step(self, model: nn.Module, teacher_forcing: float) -> tuple[Tensor, dict[str, float]]:
-        from ..data.pairs import make_batch
+        from ...data.pairs import make_batch
 
         if self.position + self.batch_size > len(self.train):
             self.epoch, self.position = self.epoch + 1, 0
@@ -93,8 +93,8 @@ class Seq2SeqTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Teacher-forced loss and token accuracy, and the exact match of greedy decoding, over ``valid``."""
-        from ..data.pairs import make_batch
-        from ..generate import greedy_decode
+        from ...data.pairs import make_batch
+        from ...generate import greedy_decode
 
         with evaluating(model):
             pairs = self.valid[self.valid_rows]

@@ -10,50 +10,16 @@ Token ids: 0 is ``<eos>``, 1 is ``<bos>`` (the first input), the characters foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
 
 from ...cells import LSTMState
 from ...cells.base import State
 from ...cells.registry import CELLS
-from ...errors import InputError, check_int, check_probability
+from ...errors import InputError
+from .config import SpellerConfig
 
 EOS, BOS = 0, 1
-
-
-@dataclass
-class SpellerConfig:
-    """Attributes:
-    features: F, the input vector's size.
-    alphabet: the characters the words are made of (ids 2, 3, ... in this order).
-    cell: "lstm", "gru" or "rnn".
-    hidden: H, the code's and the decoder's size.
-    dropout: in the encoder.
-    max_length: the longest word decoding produces (the <eos> not counted).
-    """
-
-    features: int
-    alphabet: list[str] = field(default_factory=list)
-    cell: str = "gru"
-    hidden: int = 128
-    dropout: float = 0.1
-    max_length: int = 12
-
-    def __post_init__(self) -> None:
-        check_int("features", self.features)
-        if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
-            raise InputError(f"alphabet must be distinct characters, got {self.alphabet!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        check_int("hidden", self.hidden)
-        check_probability("dropout", self.dropout)
-        check_int("max_length", self.max_length)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.alphabet) + 2
 
 
 class Speller(nn.Module):

@@ -15,18 +15,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...configs import as_config
 from ...errors import InputError
-from ...options import field_names, route
+from ...options import field_names, options_of, route
 from ...training.config import TrainConfig
 from ...training.trainer import fit
-from .model import EOS, Speller, SpellerConfig
+from .config import MODEL, TRAIN, SpellerConfig
+from .model import EOS, Speller
 from .task import WORDS, SpellTask, masked_loss, targets_for
 
-PRESET: tuple[dict[str, Any], dict[str, Any]] = (
-    {"cell": "gru", "hidden": 128, "dropout": 0.2},
-    {"steps": 1000, "batch_size": 64, "lr": 3e-3, "weight_decay": 1e-4, "eval_every": 250,
-     "checkpoint_every": 500},
-)  # fmt: skip
+PRESET = (MODEL, TRAIN)  # the preset: the model and how to train it (see config.py)
 
 
 def load_digits_split(held_out: float = 0.25, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -49,8 +47,8 @@ def load_digits_split(held_out: float = 0.25, seed: int = 0) -> tuple[Tensor, Te
 
 def train_speller(
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
+    model_options: SpellerConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
     *,
     resume: bool = False,
     progress: bool = True,
@@ -58,9 +56,10 @@ def train_speller(
     """Train a speller on the digits; report held-out exact match and a few of its spellings."""
     x_train, y_train, x_test, y_test = load_digits_split()
     alphabet = sorted(set("".join(WORDS)))
-    model = Speller(SpellerConfig(features=64, alphabet=alphabet, max_length=max(map(len, WORDS)),
-                                  **model_options))  # fmt: skip
-    config = TrainConfig(**train_options)
+    shape = as_config(SpellerConfig, model_options, features=64, alphabet=alphabet,
+                      max_length=max(map(len, WORDS)))  # fmt: skip
+    model = Speller(shape)
+    config = as_config(TrainConfig, train_options)
     task = SpellTask(model, (x_train, y_train), (x_test, y_test), config.batch_size, config.seed)
     if not resume and (Path(out) / "checkpoints").exists():
         raise InputError(f"{out} already holds checkpoints: pass --resume, or choose a new --out")
@@ -82,7 +81,7 @@ def train_speller(
 
 def options(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The preset's model and training options with every non-None override applied."""
-    model_opts, train_opts = dict(PRESET[0]), dict(PRESET[1])
+    model_opts, train_opts = options_of(MODEL), options_of(TRAIN)
     route(overrides, (model_opts, {"cell", "hidden", "dropout"}), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts
 
