@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..apps.synthetic.config import CELL_NAMES, TASK_SHAPES
+from ..configs import Lazy
+
+
+def _kinds() -> tuple[str, ...]:
+    from .diagnose import KINDS  # torch: only when a kind is checked or listed
+
+    return KINDS
+
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Gradient flow, Jacobians, gates, hidden-state PCA or unit activations, as a PNG and numbers."""
@@ -40,12 +49,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def register(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
-    p.add_argument("kind", choices=["gradients", "jacobian", "gates", "pca", "units"])
+    p.add_argument("kind", choices=Lazy(_kinds), metavar="KIND", help="one of %(choices)s")
     p.add_argument("--run", help="a language-model run directory, or a classifier's (pca by class)")
     p.add_argument("--data", help="with a classifier's --run: the .ts series (default its training set)")
-    p.add_argument("--task", choices=["adding", "copy", "binary_addition", "parity", "sine"],
+    p.add_argument("--task", choices=tuple(TASK_SHAPES),
                     help="a fresh model on a synthetic task instead of a run")  # fmt: skip
-    p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn", "irnn"], help="with --task")
+    p.add_argument("--cell", default="lstm", choices=CELL_NAMES, help="with --task")
     p.add_argument("--hidden", type=int, default=64, help="with --task (default 64)")
     p.add_argument("--length", type=int, default=100, help="with --task: sequence length T (default 100)")
     p.add_argument("--batch", type=int, default=32, help="with --task: batch size (default 32)")

@@ -35,7 +35,6 @@ Token ids: 0 is padding on both sides; the target side has 1 = start ``<s>`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -43,57 +42,13 @@ from torch import Tensor, nn
 
 from ...cells.base import State, map_state, state_fields
 from ...cells.registry import CELLS
-from ...errors import check, check_bool, check_int, check_probability
+from ...errors import check
 from ...layers.attention import ATTENTIONS, Attention, Memory
 from ...layers.recurrent import Recurrent
+from .config import Seq2SeqConfig
 
 PAD, BOS, EOS = 0, 1, 2
 DECODERS = ("none", *ATTENTIONS)
-
-
-@dataclass
-class Seq2SeqConfig:
-    """The model's shape. Validated on construction, saved in every run directory.
-
-    Attributes:
-        src_vocab, tgt_vocab: vocabulary sizes (the target's includes padding, ``<s>`` and ``</s>``).
-        cell: "lstm", "gru" or "rnn" (Elman, tanh), for the encoder and the decoder.
-        hidden: H, the hidden size of both.
-        embed: E, the embedding size of both; None = H.
-        layers: stacked layers of the encoder and of the decoder.
-        bidirectional: a bidirectional encoder (the decoder is always unidirectional).
-        attention: "none" (the context vector only), "additive", "dot" or "general".
-        dropout: between stacked layers and before the readout.
-    """
-
-    src_vocab: int
-    tgt_vocab: int
-    cell: str = "lstm"
-    hidden: int = 128
-    embed: int | None = None
-    layers: int = 1
-    bidirectional: bool = False
-    attention: str = "additive"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_int("src_vocab", self.src_vocab, minimum=2)
-        check_int("tgt_vocab", self.tgt_vocab, minimum=EOS + 2)
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        check_int("hidden", self.hidden)
-        if self.embed is not None:
-            check_int("embed", self.embed)
-        check_int("layers", self.layers)
-        check_bool("bidirectional", self.bidirectional)
-        if self.attention not in DECODERS:
-            raise ValueError(f"attention must be one of {DECODERS}, got {self.attention!r}")
-        if self.attention == "dot" and self.bidirectional:
-            raise ValueError(
-                "attention='dot' scores q . m, so it needs the encoder's output size (2H when bidirectional) "
-                "to equal the decoder's H: use attention='general' with bidirectional=True"
-            )
-        check_probability("dropout", self.dropout)
 
 
 class DecoderState(NamedTuple):
@@ -118,6 +73,8 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
+        if config.src_vocab is None or config.tgt_vocab is None:
+            raise ValueError("Seq2SeqConfig.src_vocab and tgt_vocab must be set (the vocabularies' sizes)")
         self.config = config
         H, E = config.hidden, config.embed or config.hidden
         D = 2 if config.bidirectional else 1

@@ -17,34 +17,18 @@ from typing import Any
 
 import torch
 
+from ...configs import as_config
 from ...data.pairs import TASKS, PairSplits, SeqVocab, encode_pairs, make_batch
 from ...errors import InputError
 from ...generate import Decoded, beam_search, greedy_decode
-from ...options import field_names, route
+from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
 from ...training.trainer import fit
-from .model import Seq2Seq, Seq2SeqConfig
+from .config import PRESETS, PairsConfig, Seq2SeqConfig
+from .model import Seq2Seq
 from .task import Seq2SeqTask
-
-# Per task: (model options, training options, data options). Sized to train in a few minutes on one
-# CPU core (see docs/results.md for the measured times and scores): numbers about 2 minutes, addition
-# (17 epochs of 45,000 pairs, as Keras' example needs many epochs) about 4.
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "numbers": (
-        {"cell": "lstm", "hidden": 128, "attention": "additive"},
-        {"steps": 2000, "batch_size": 64, "lr": 3e-3, "schedule": "cosine", "min_lr_ratio": 0.05,
-         "eval_every": 500, "checkpoint_every": 500},
-        {"n_train": 40000, "n_valid": 1000, "n_test": 2000, "max_digits": 6},
-    ),
-    "addition": (
-        {"cell": "lstm", "hidden": 128, "attention": "additive"},
-        {"steps": 12000, "batch_size": 64, "lr": 3e-3, "schedule": "cosine", "min_lr_ratio": 0.05,
-         "eval_every": 1000, "checkpoint_every": 1000},
-        {"n_train": 45000, "n_valid": 1000, "n_test": 4000, "digits": 3},
-    ),
-}  # fmt: skip
 
 
 @dataclass
@@ -73,7 +57,10 @@ def options_from(task: str, **overrides: Any) -> tuple[dict[str, Any], dict[str,
     """A task's model, training and data options, with every non-None override applied."""
     if task not in PRESETS:
         raise InputError(f"task must be one of {sorted(PRESETS)}, got {task!r}")
-    model_opts, train_opts, data_opts = (dict(d) for d in PRESETS[task])
+    model, train, pairs = PRESETS[task]
+    model_opts, train_opts, data_opts = options_of(model), options_of(train), pairs.generator_options(task)
+    for derived in ("src_vocab", "tgt_vocab"):
+        model_opts.pop(derived)
     route(overrides, (model_opts, field_names(Seq2SeqConfig)), (train_opts, field_names(TrainConfig)),
           (data_opts, set(data_opts)), what=f"task {task!r}")  # fmt: skip
     return model_opts, train_opts, data_opts
@@ -89,9 +76,9 @@ def make_splits(task: str, data_options: dict[str, Any], seed: int) -> PairSplit
 def train_seq2seq(
     task: str,
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
-    data_options: dict[str, Any],
+    model_options: Seq2SeqConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
+    data_options: PairsConfig | dict[str, Any],
     *,
     resume: bool = False,
     progress: bool = True,
@@ -106,13 +93,17 @@ def train_seq2seq(
         and ``"task"``.
     """
     run_dir = Path(out)
-    config = TrainConfig(**train_options)
+    config = as_config(TrainConfig, train_options)
+    if isinstance(data_options, PairsConfig):
+        data_options = data_options.generator_options(task)
     if resume:
         saved = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").is_file() else None
         if saved != {"task": task, "options": data_options}:
             raise InputError(f"{run_dir} was trained on {saved}; resuming with {task!r} and {data_options}")
     splits = make_splits(task, data_options, config.seed)
-    model = Seq2Seq(Seq2SeqConfig(splits.src_vocab.vocab_size, splits.tgt_vocab.vocab_size, **model_options))
+    shape = as_config(Seq2SeqConfig, model_options, src_vocab=splits.src_vocab.vocab_size,
+                      tgt_vocab=splits.tgt_vocab.vocab_size)  # fmt: skip
+    model = Seq2Seq(shape)
     if not resume:
         if (run_dir / "checkpoints").exists():
             raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")

@@ -14,16 +14,7 @@ from ...cells import ElmanCell
 from ...cells.registry import CELLS
 from ...errors import InputError
 from ...layers.recurrent import Recurrent
-
-# (input: features or vocabulary, outputs, token input?, readout at every step?, loss)
-TASK_SHAPES: dict[str, tuple[int, int, bool, bool, str]] = {
-    "adding": (2, 1, False, False, "mse"),
-    "copy": (10, 9, True, True, "ce"),
-    "binary_addition": (2, 2, False, True, "ce"),
-    "parity": (1, 2, False, True, "ce"),
-    "sine": (1, 1, False, True, "mse"),
-}
-CELL_NAMES = ("lstm", "gru", "rnn", "irnn")
+from .config import CELL_NAMES, TASK_SHAPES
 
 
 class TaskModel(nn.Module):

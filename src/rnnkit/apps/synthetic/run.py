@@ -8,6 +8,7 @@ seed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -18,6 +19,7 @@ from ...diagnostics.core import gradient_flow
 from ...errors import InputError
 from ...training.config import TrainConfig
 from ...training.trainer import fit
+from .config import TRAIN
 from .model import TaskModel
 from .task import SyntheticTask, baseline
 
@@ -29,13 +31,14 @@ def flow(model: TaskModel, x: Tensor, y: Tensor) -> dict[str, Any]:
 
 
 def train_synthetic(task: str, out: str | os.PathLike[str], *, cell: str = "lstm", hidden: int = 64,
-                    length: int = 100, train_options: dict[str, Any] | None = None, resume: bool = False,
-                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+                    length: int = 100, train_options: TrainConfig | dict[str, Any] | None = None,
+                    resume: bool = False, progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Train a :class:`TaskModel` on ``task`` with sequences of ``length``; report the test score next
     to the baseline's, and the gradient flow at initialisation and after training."""
-    options = {"steps": 2000, "batch_size": 64, "lr": 1e-3, "eval_every": 200, "checkpoint_every": 1000,
-               **(train_options or {})}  # fmt: skip
-    config = TrainConfig(**options)
+    if isinstance(train_options, TrainConfig):
+        config = train_options
+    else:  # the older keyword form: the preset's fields, with these on top
+        config = dataclasses.replace(TRAIN, **(train_options or {}))
     torch.manual_seed(config.seed)
     model = TaskModel(task, cell, hidden)
     if config.teacher_forcing != "always" and not model.autoregressive:
