@@ -12,11 +12,15 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
-        "model": (
-            "CELLS",
+        "config": (
             "POOLS",
             "MODELS",
+            "cell_names",
             "ClassifierConfig",
+            "PRESETS",
+        ),
+        "model": (
+            "CELLS",
             "build_classifier",
             "Normalizer",
             "AttentionPool",
@@ -30,7 +34,6 @@ __getattr__, __all__ = exports(
             "evaluate_classifier",
         ),
         "run": (
-            "PRESETS",
             "TrainedClassifier",
             "options_from",
             "as_dataset",

@@ -12,10 +12,12 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
-        "model": (
+        "config": (
             "LMConfig",
-            "LanguageModel",
+            "PRESETS",
+            "TOKENIZERS",
         ),
+        "model": ("LanguageModel",),
         "task": (
             "LN2",
             "LMTask",
@@ -25,8 +27,6 @@ __getattr__, __all__ = exports(
             "evaluate",
         ),
         "run": (
-            "PRESETS",
-            "TOKENIZERS",
             "TrainedLM",
             "train_language_model",
             "train_lm",

@@ -12,15 +12,20 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
+        "config": (
+            "EOS",
+            "decoders",
+            "Seq2SeqConfig",
+            "PairsConfig",
+            "PRESETS",
+        ),
         "model": (
             "DECODERS",
-            "Seq2SeqConfig",
             "DecoderState",
             "Seq2Seq",
         ),
         "task": ("Seq2SeqTask",),
         "run": (
-            "PRESETS",
             "TrainedSeq2Seq",
             "Translation",
             "options_from",

@@ -12,10 +12,12 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
-        "model": (
+        "config": (
             "SpellerConfig",
-            "Speller",
+            "MODEL",
+            "TRAIN",
         ),
+        "model": ("Speller",),
         "task": (
             "WORDS",
             "SpellTask",

@@ -12,11 +12,14 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
-        "model": (
+        "config": (
             "TASK_SHAPES",
             "CELL_NAMES",
-            "TaskModel",
+            "SyntheticConfig",
+            "MODEL",
+            "TRAIN",
         ),
+        "model": ("TaskModel",),
         "task": (
             "TEST_SEED",
             "baseline",

@@ -12,10 +12,12 @@ from ..._lazy import exports
 __getattr__, __all__ = exports(
     __name__,
     {
-        "model": (
+        "config": (
             "TaggerConfig",
-            "SequenceTagger",
+            "MODEL",
+            "TRAIN",
         ),
+        "model": ("SequenceTagger",),
         "task": (
             "EVAL_WINDOW",
             "TagTask",
