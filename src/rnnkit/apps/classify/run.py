@@ -144,9 +144,11 @@ def train_classifier(
 
     # the MLP sees a fixed number of steps: the longest series it is shown (longer ones are cut)
     longest = max(int(train_set.lengths.max()), int(test_set.lengths.max()) if test_set is not None else 0)
-    model_config = as_config(ClassifierConfig, model_options, input_size=train_set.channels,
-                             num_classes=len(train_set.classes))  # fmt: skip
-    model_config = dataclasses.replace(model_config, max_len=longest if model_config.model == "mlp" else None)
+    shape = as_config(ClassifierConfig, model_options)  # the data's fields are set next, in one go
+    model_config = dataclasses.replace(
+        shape, input_size=train_set.channels, num_classes=len(train_set.classes),
+        max_len=longest if shape.model == "mlp" else None,
+    )  # fmt: skip
     torch.manual_seed(config.seed)  # the initial weights depend on --seed
     model = build_classifier(model_config)
     x, lengths = fit_set.padded()  # (N, T, C), (N,)
