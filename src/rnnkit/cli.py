@@ -71,10 +71,16 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 ALIASES = {"generate": ["sample"]}
 
-# rnnkit.training.schedules' names, from the torch-free config (a test checks they agree)
-from .training.config import LR_SCHEDULES, OPTIMIZERS, TEACHER_FORCING  # noqa: E402
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-__all__ = ["COMMANDS", "LR_SCHEDULES", "OPTIMIZERS", "TEACHER_FORCING", "build_parser", "main"]
+
+def __getattr__(name: str) -> Any:
+    """rnnkit.training.schedules' names (a test checks they agree), loaded only when asked for."""
+    if name in ("LR_SCHEDULES", "OPTIMIZERS", "TEACHER_FORCING"):
+        from .training import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -119,7 +125,7 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .configs import OptionError
+    from .errors import OptionError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -15,11 +15,9 @@ import dataclasses
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from .errors import OptionError
+
 C = TypeVar("C")
-
-
-class OptionError(ValueError):
-    """A flag's value is out of range (``--hidden 0``): reported as ``rnnkit: error: ...``, exit 2."""
 
 
 def option(
