@@ -11,7 +11,6 @@ import dataclasses
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..configs import add_flag, add_options, given
@@ -57,14 +56,6 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
     )
     add_options(g, TrainConfig, only=names)
     g.add_argument("--nproc", type=int, default=1, help="train in this many processes (DDP via torchrun)")
-
-
-def check_new_run(run_dir: str | Path, resume: bool) -> None:
-    """A fresh run must not write over another: the one "already holds checkpoints" check."""
-    from ..errors import InputError
-
-    if not resume and (Path(run_dir) / "checkpoints").exists():
-        raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
 
 
 def torchrun(nproc: int, argv: Sequence[str]) -> int:

@@ -43,6 +43,7 @@ from ..errors import InputError, TrainingError
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
+from .rundir import check_fresh
 from .schedules import LRSchedule, make_optimizer
 from .task import Task
 
@@ -128,8 +129,7 @@ def _fit(
         if main:
             _truncate_metrics(metrics_path, step)  # lines past the checkpoint are redone below
     else:
-        if (run_dir / "checkpoints").exists():
-            raise InputError(f"{run_dir} already holds checkpoints: pass resume=True, or use a new run_dir")
+        check_fresh(run_dir, "pass resume=True, or use a new run_dir")
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             metrics_path.write_text("")

@@ -32,6 +32,7 @@ from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import PRESETS, ClassifierConfig
 from .model import MLPClassifier, SequenceClassifier, build_classifier
@@ -167,8 +168,7 @@ def train_classifier(
         if (old["classes"], old.get("valid_fraction", 0.0)) != (saved["classes"], valid_fraction):
             raise InputError(f"{classes_path}: the run was started with {old}; resuming with {saved}")
     else:
-        if (run_dir / "checkpoints").exists():
-            raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+        check_fresh(run_dir)
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(classes_path, (json.dumps(saved, indent=2) + "\n").encode())

@@ -23,6 +23,7 @@ from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import PRESETS, TOKENIZERS, LMConfig
 from .model import LanguageModel
@@ -101,8 +102,7 @@ def train_language_model(
     model = LanguageModel(as_config(LMConfig, model_options, vocab_size=tok.vocab_size))
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / "checkpoints").exists():
-            raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+        check_fresh(run_dir)
         if distributed.is_main():  # under torchrun, rank 0 alone writes
             save_tokenizer(tok, run_dir / "tokenizer.json")
             atomic_write(run_dir / "data.json", (json.dumps({"data": data}) + "\n").encode())

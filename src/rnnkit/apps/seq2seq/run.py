@@ -25,6 +25,7 @@ from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import PRESETS, PairsConfig, Seq2SeqConfig
 from .model import Seq2Seq
@@ -105,8 +106,7 @@ def train_seq2seq(
                       tgt_vocab=splits.tgt_vocab.vocab_size)  # fmt: skip
     model = Seq2Seq(shape)
     if not resume:
-        if (run_dir / "checkpoints").exists():
-            raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+        check_fresh(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main():
             vocab = {"src": splits.src_vocab.to_dict(), "tgt": splits.tgt_vocab.to_dict()}

@@ -9,7 +9,6 @@ is a thin shell over :func:`train_speller`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from ...configs import as_config
 from ...errors import InputError
 from ...options import field_names, options_of, route
 from ...training.config import TrainConfig
+from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import MODEL, TRAIN, SpellerConfig
 from .model import EOS, Speller
@@ -61,8 +61,8 @@ def train_speller(
     model = Speller(shape)
     config = as_config(TrainConfig, train_options)
     task = SpellTask(model, (x_train, y_train), (x_test, y_test), config.batch_size, config.seed)
-    if not resume and (Path(out) / "checkpoints").exists():
-        raise InputError(f"{out} already holds checkpoints: pass --resume, or choose a new --out")
+    if not resume:
+        check_fresh(out)
     report = fit(model, task, config, out, resume=resume, progress=progress)
     scores = task.evaluate(model)
     model.eval()

@@ -24,6 +24,7 @@ from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import MODEL, TRAIN, TaggerConfig
 from .model import SequenceTagger
@@ -51,8 +52,7 @@ def train_case_tagger(
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     else:
         tokenizer = CharTokenizer.fit(train_lower, allow_unknown=True)
-        if (run_dir / "checkpoints").exists():
-            raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+        check_fresh(run_dir)
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             save_tokenizer(tokenizer, run_dir / "tokenizer.json")
