@@ -108,26 +108,9 @@ def _fit(
     step, train_loss, valid_loss, best_valid, bad_evals, skipped = 0, math.nan, math.nan, math.inf, 0, 0
     elapsed = 0.0  # wall seconds in this loop, over every process that worked on the run (resumes add up)
     if resume:
-        ckpt = load_checkpoint(run_dir)  # raises on a missing or corrupt checkpoint: never a fresh start
-        _check_same_run(run_dir, saved)
-        ts = ckpt.train_state
-        ranks = ts.get("world_size", 1)
-        if ranks != world:
-            raise InputError(
-                f"{ckpt.path}: written by a run of {ranks} process(es); resume it with the same number "
-                f"(this is {world})"
-            )
-        model.load_state_dict(ckpt.model_state)
-        optimizer.load_state_dict(ts["optimizer"])
-        if "schedule" in ts:  # absent in checkpoints from before schedules (constant lr)
-            schedule.load_state_dict(ts["schedule"])
-        task.load_state_dict(ts)
-        step, train_loss, valid_loss = ckpt.step, ts["train_loss"], ts["valid_loss"]
-        best_valid = ts["best_valid"]
-        bad_evals, skipped, elapsed = ts.get("bad_evals", 0), ts.get("skipped", 0), ts.get("elapsed", 0.0)
-        restore_rng(ts["rng_ranks"][rank] if "rng_ranks" in ts else ts["rng"])
-        if main:
-            _truncate_metrics(metrics_path, step)  # lines past the checkpoint are redone below
+        step, train_loss, valid_loss, best_valid, bad_evals, skipped, elapsed = _resume(
+            run_dir, saved, model, optimizer, schedule, task
+        )
     else:
         check_fresh(run_dir, "pass resume=True, or use a new run_dir")
         if main:
@@ -152,52 +135,23 @@ def _fit(
     try:
         while step < config.steps:
             t0 = time.perf_counter()
-            model.train()
-            ratio = config.teacher_forcing_at(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
-            # clip by global norm: g <- min(1, theta / ||g||) g. It returns the norm BEFORE clipping,
-            # the number worth watching (spikes mean exploding gradients). With clipping off, theta = inf
-            # gives the norm and multiplies by 1.0 (exact). Gradients are already averaged over ranks.
-            theta = config.clip_norm if config.clip_norm is not None else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, theta))
-            items = extra.pop("items", 0.0)
-            sums = distributed.all_reduce_sum([loss, *extra.values(), items], device)
-            train_loss = sums[0] / world
-            extra = {k: v / world for k, v in zip(extra, sums[1:-1], strict=True)}
-            items = sums[-1]
-            lr = optimizer.param_groups[0]["lr"]
-            if math.isfinite(train_loss) and math.isfinite(grad_norm):
-                if config.clip_value is not None:
-                    torch.nn.utils.clip_grad_value_(params, config.clip_value)
-                optimizer.step()
+            train_loss, extra, items, grad_norm, lr, ratio, finite = _optimizer_step(
+                net, model, task, config, optimizer, params, schedule, step, world, device
+            )
+            if finite:
                 bad_streak = 0
-            else:  # skip the update; the carried state may hold the non-finite values too
-                optimizer.zero_grad(set_to_none=True)
-                task.reset()
+            else:  # the update was skipped (and the task's carried state forgotten)
                 skipped, bad_streak = skipped + 1, bad_streak + 1
-            schedule.after_step()
             step += 1
 
             dt = time.perf_counter() - t0
             elapsed = time.perf_counter() - started
-            record: dict[str, Any] = {"step": step, "loss": train_loss, **extra}
-            record.update(grad_norm=grad_norm, lr=lr, elapsed_s=round(elapsed, 3))
-            if config.teacher_forcing != "always":
-                record["teacher_forcing"] = ratio
-            if items:
-                record["tokens_per_s"] = items / dt
-            if bad_streak:
-                record["skipped"] = True
+            record = _step_record(step, train_loss, extra, grad_norm, lr, elapsed, dt, items, bad_streak,
+                                  ratio if config.teacher_forcing != "always" else None)  # fmt: skip
             _log(log, record)
             bar.update(1)
             if bad_streak >= config.max_bad_steps:
-                raise TrainingError(
-                    f"step {step}: the loss ({train_loss}) or the gradient norm ({grad_norm}) was not "
-                    f"finite for {bad_streak} steps in a row (each skipped; {skipped} in all), so training "
-                    f"stops. The last checkpoint in {run_dir / 'checkpoints'} is intact: resume from it with "
-                    "a lower lr or a tighter clip_norm, or look for NaN in the data"
-                )
+                raise _too_many_bad_steps(step, train_loss, grad_norm, bad_streak, skipped, run_dir)
             if step % config.log_every == 0:
                 bar.set_postfix(loss=f"{train_loss:.3f}", gnorm=f"{grad_norm:.2f}", lr=f"{lr:.2e}")
 
@@ -223,19 +177,8 @@ def _fit(
                 # metrics first, then the checkpoint: lines past a checkpoint are dropped on resume
                 if log is not None:
                     log.flush()
-                train_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    **task.state_dict(),  # every rank joins in: gathers the carried state
-                    "rng": capture_rng(),
-                    "train_loss": train_loss,
-                    "valid_loss": valid_loss,
-                    "best_valid": best_valid,
-                    "bad_evals": bad_evals,
-                    "skipped": skipped,
-                    "elapsed": elapsed,
-                    "world_size": world,
-                }
+                train_state = _train_state(optimizer, schedule, task, world, train_loss, valid_loss,
+                                           best_valid, bad_evals, skipped, elapsed)  # fmt: skip
                 if world > 1:
                     train_state["rng_ranks"] = distributed.gather_objects(capture_rng())
                 if main:
@@ -262,6 +205,112 @@ def _fit(
         "elapsed_s": elapsed,
         "run_dir": str(run_dir),
     }
+
+
+def _optimizer_step(net: nn.Module, model: nn.Module, task: Task, config: TrainConfig,
+                    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], schedule: LRSchedule,
+                    step: int, world: int, device: torch.device,
+                    ) -> tuple[float, dict[str, float], float, float, float, float, bool]:  # fmt: skip
+    """One optimizer step: forward and backward of the task's next batch, the global norm measured and
+    clipped, then the update, unless the loss or the norm is not finite (then no update, and the task
+    forgets its carried state). Returns ``(train_loss, logged numbers, items, grad_norm, lr,
+    teacher-forcing ratio, finite)``, the numbers averaged over ranks."""
+    model.train()
+    ratio = config.teacher_forcing_at(step)
+    optimizer.zero_grad(set_to_none=True)
+    loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
+    # clip by global norm: g <- min(1, theta / ||g||) g. It returns the norm BEFORE clipping,
+    # the number worth watching (spikes mean exploding gradients). With clipping off, theta = inf
+    # gives the norm and multiplies by 1.0 (exact). Gradients are already averaged over ranks.
+    theta = config.clip_norm if config.clip_norm is not None else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, theta))
+    items = extra.pop("items", 0.0)
+    sums = distributed.all_reduce_sum([loss, *extra.values(), items], device)
+    train_loss = sums[0] / world
+    extra = {k: v / world for k, v in zip(extra, sums[1:-1], strict=True)}
+    items = sums[-1]
+    lr = optimizer.param_groups[0]["lr"]
+    finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
+    if finite:
+        if config.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(params, config.clip_value)
+        optimizer.step()
+    else:  # skip the update; the carried state may hold the non-finite values too
+        optimizer.zero_grad(set_to_none=True)
+        task.reset()
+    schedule.after_step()
+    return train_loss, extra, items, grad_norm, lr, ratio, finite
+
+
+def _train_state(optimizer: torch.optim.Optimizer, schedule: LRSchedule, task: Task, world: int,
+                 train_loss: float, valid_loss: float, best_valid: float, bad_evals: int, skipped: int,
+                 elapsed: float) -> dict[str, Any]:  # fmt: skip
+    """What a checkpoint saves besides the weights (every rank joins in: the task gathers its state)."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        **task.state_dict(),  # every rank joins in: gathers the carried state
+        "rng": capture_rng(),
+        "train_loss": train_loss,
+        "valid_loss": valid_loss,
+        "best_valid": best_valid,
+        "bad_evals": bad_evals,
+        "skipped": skipped,
+        "elapsed": elapsed,
+        "world_size": world,
+    }
+
+
+def _resume(run_dir: Path, saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+            schedule: LRSchedule, task: Task,
+            ) -> tuple[int, float, float, float, int, int, float]:  # fmt: skip
+    """Load the latest checkpoint into the model, optimizer, schedule, task and RNGs; return the run's
+    place: ``(step, train_loss, valid_loss, best_valid, bad_evals, skipped, elapsed)``."""
+    rank, world = distributed.rank(), distributed.world_size()
+    ckpt = load_checkpoint(run_dir)  # raises on a missing or corrupt checkpoint: never a fresh start
+    _check_same_run(run_dir, saved)
+    ts = ckpt.train_state
+    ranks = ts.get("world_size", 1)
+    if ranks != world:
+        raise InputError(
+            f"{ckpt.path}: written by a run of {ranks} process(es); resume it with the same number "
+            f"(this is {world})"
+        )
+    model.load_state_dict(ckpt.model_state)
+    optimizer.load_state_dict(ts["optimizer"])
+    if "schedule" in ts:  # absent in checkpoints from before schedules (constant lr)
+        schedule.load_state_dict(ts["schedule"])
+    task.load_state_dict(ts)
+    restore_rng(ts["rng_ranks"][rank] if "rng_ranks" in ts else ts["rng"])
+    if distributed.is_main():
+        _truncate_metrics(run_dir / "metrics.jsonl", ckpt.step)  # lines past the checkpoint are redone
+    return (ckpt.step, ts["train_loss"], ts["valid_loss"], ts["best_valid"], ts.get("bad_evals", 0),
+            ts.get("skipped", 0), ts.get("elapsed", 0.0))  # fmt: skip
+
+
+def _step_record(step: int, train_loss: float, extra: dict[str, float], grad_norm: float, lr: float,
+                 elapsed: float, dt: float, items: float, bad_streak: int,
+                 teacher_forcing: float | None) -> dict[str, Any]:  # fmt: skip
+    """One training step's line of metrics.jsonl."""
+    record: dict[str, Any] = {"step": step, "loss": train_loss, **extra}
+    record.update(grad_norm=grad_norm, lr=lr, elapsed_s=round(elapsed, 3))
+    if teacher_forcing is not None:
+        record["teacher_forcing"] = teacher_forcing
+    if items:
+        record["tokens_per_s"] = items / dt
+    if bad_streak:
+        record["skipped"] = True
+    return record
+
+
+def _too_many_bad_steps(step: int, train_loss: float, grad_norm: float, bad_streak: int, skipped: int,
+                        run_dir: Path) -> TrainingError:  # fmt: skip
+    return TrainingError(
+        f"step {step}: the loss ({train_loss}) or the gradient norm ({grad_norm}) was not "
+        f"finite for {bad_streak} steps in a row (each skipped; {skipped} in all), so training "
+        f"stops. The last checkpoint in {run_dir / 'checkpoints'} is intact: resume from it with "
+        "a lower lr or a tighter clip_norm, or look for NaN in the data"
+    )
 
 
 def _accumulate(net: nn.Module, task: Task, ratio: float, parts: int, world: int) -> tuple[float, dict]:
