@@ -40,7 +40,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "spell the digit in an 8x8 image, letter by letter (one-to-many)",
     ),
     (
-        "train task",
+        "train synthetic",
         "rnnkit.apps.synthetic.cli:train",
         "a fresh model on a synthetic long-range task (adding, copy, ...)",
     ),
@@ -69,7 +69,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "time rnnkit against torch.nn and a Python loop, side by side",
     ),
 )
-ALIASES = {"generate": ["sample"]}
+ALIASES = {"generate": ["sample"], "train synthetic": ["task"]}  # the older names stay
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

@@ -1,6 +1,6 @@
 """Synthetic long-range tasks (adding, copy, parity, ...): a fresh model, its score and gradient flow.
 
-``rnnkit train task`` (its ``cli.py``).
+``rnnkit train synthetic`` (alias ``train task``; its ``cli.py``).
 
 Same shape as every application: ``config.py`` (typed configs, presets), ``model.py``, ``task.py``
 (what :func:`rnnkit.training.fit` trains), ``run.py`` (train / load / evaluate), ``cli.py``.

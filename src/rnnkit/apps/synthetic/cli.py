@@ -1,4 +1,4 @@
-"""The synthetic tasks' command: ``train task``."""
+"""The synthetic tasks' command: ``train synthetic`` (also ``train task``, its older name)."""
 
 from __future__ import annotations
 
