@@ -37,5 +37,7 @@ def route(
 
 
 def options_of(config: Any) -> dict[str, Any]:
-    """A config's fields as a dict (the older keyword form of the presets)."""
-    return {f.name: getattr(config, f.name) for f in fields(config)}
+    """A preset's fields as a dict (the older keyword form), without the fields the data decides or the
+    command line leaves alone (``cli=False``: a vocabulary size), so ``Config(vocab_size=V, **options)``
+    works as it always did."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.metadata.get("cli", True)}

@@ -55,7 +55,7 @@ def options_from(model: str | None, **overrides: Any) -> tuple[dict[str, Any], d
         raise InputError(f"model must be one of {sorted(PRESETS)}, got {kind!r}")
     model_opts, train_opts = (options_of(c) for c in PRESETS[kind])
     for derived in ("input_size", "num_classes", "max_len"):
-        model_opts.pop(derived)
+        model_opts.pop(derived, None)
     model_fields = field_names(ClassifierConfig) - {"input_size", "num_classes", "max_len"}
     route(overrides, (model_opts, model_fields), (train_opts, field_names(TrainConfig)))
     return model_opts, train_opts

@@ -61,7 +61,7 @@ def options_from(task: str, **overrides: Any) -> tuple[dict[str, Any], dict[str,
     model, train, pairs = PRESETS[task]
     model_opts, train_opts, data_opts = options_of(model), options_of(train), pairs.generator_options(task)
     for derived in ("src_vocab", "tgt_vocab"):
-        model_opts.pop(derived)
+        model_opts.pop(derived, None)
     route(overrides, (model_opts, field_names(Seq2SeqConfig)), (train_opts, field_names(TrainConfig)),
           (data_opts, set(data_opts)), what=f"task {task!r}")  # fmt: skip
     return model_opts, train_opts, data_opts

@@ -45,7 +45,7 @@ def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
-    add_options(p, TaggerConfig, MODEL)
+    add_options(p, TaggerConfig, MODEL, skip={"bidirectional"})  # its pair of flags follows
     direction = p.add_mutually_exclusive_group()
     direction.add_argument(
         "--bidirectional", action="store_true", default=SUPPRESS, help="read both ways (default)"

@@ -21,7 +21,9 @@ class TaggerConfig:
     cell: str = option("lstm", "the recurrent cell: %(choices)s", choices=cell_names)
     hidden: int = option(128, "H per direction; the embedding has the same size", minimum=1)
     layers: int = option(1, "stacked recurrent layers", minimum=1)
-    bidirectional: bool = option(True, "read both ways (outputs concatenated, 2H)", cli=False)
+    bidirectional: bool = option(
+        True, "read both ways (outputs concatenated, 2H)"
+    )  # --bidirectional|--unidirectional
     dropout: float = option(0.0, "dropout between layers and before the readout")
 
     def __post_init__(self) -> None:
