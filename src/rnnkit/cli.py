@@ -785,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     dg.set_defaults(func=cmd_diagnose)
 
+    from rnnkit.serve.command import add_parser as add_serve
+
+    add_serve(sub)  # rnnkit serve RUN: the explorer (its options live in serve/command.py)
+
     plot = sub.add_parser("plot", help="draw a run's loss, gradient-norm and learning-rate curves (PNG)")
     plot.add_argument("run_dir", help="a run directory (with metrics.jsonl)")
     plot.add_argument("--json", action="store_true", help="print one JSON object on stdout")
