@@ -60,8 +60,13 @@ class Args:
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
 
+    def _get(self, name: str, default: Any) -> Any:
+        value = self.params.get(name)
+        return default if value is None or value == "" else value  # null or empty: not given
+
     def text(self, name: str, default: str | None = None) -> str:
-        value = self.params.get(name, default)
+        value = self.params.get(name)
+        value = default if value is None else value
         if value is None:
             raise InputError(f"missing argument {name!r}")
         if not isinstance(value, str):
@@ -69,15 +74,15 @@ class Args:
         return value
 
     def int(self, name: str, default: int | None = None) -> int | None:
-        value = self.params.get(name, default)
-        return None if value is None or value == "" else _number(int, name, value)
+        value = self._get(name, default)
+        return None if value is None else _number(int, name, value)
 
     def float(self, name: str, default: float | None = None) -> float | None:
-        value = self.params.get(name, default)
-        return None if value is None or value == "" else _number(float, name, value)
+        value = self._get(name, default)
+        return None if value is None else _number(float, name, value)
 
     def bool(self, name: str, default: bool = False) -> bool:
-        value = self.params.get(name, default)
+        value = self._get(name, default)
         if isinstance(value, bool):
             return value
         if str(value).lower() in ("1", "true", "yes", "on"):
