@@ -61,7 +61,9 @@ def unit_scores(acts: Tensor, saturated: Tensor | None = None, pattern: Tensor |
     return out
 
 
-def select_units(acts: Tensor, start: int, end: int, threshold: float, left: int = 1, right: int = 0) -> Tensor:
+def select_units(
+    acts: Tensor, start: int, end: int, threshold: float, left: int = 1, right: int = 0
+) -> Tensor:
     """The units on (``>= threshold``) at every token of the span [start, end), and off at the ``left``
     tokens before it and the ``right`` tokens after it (as far as the text goes): (U,) unit indices."""
     _check_acts(acts)

@@ -17,8 +17,14 @@ from ..errors import InputError
 __all__ = ["serve"]
 
 
-def serve(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
-          texts: list[str] | None = None, max_chars: int = 5000, max_generate: int = 2000) -> None:  # fmt: skip
+def serve(
+    run_dir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    texts: list[str] | None = None,
+    max_chars: int = 5000,
+    max_generate: int = 2000,
+) -> None:
     """Serve the explorer over ``run_dir`` at http://host:port/ until interrupted.
 
     Reads only the run directory and the ``texts`` files (offered in the page's text picker); never
@@ -30,8 +36,9 @@ def serve(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 
 
         from .app import create_app
     except ImportError as e:
-        raise InputError(f"rnnkit serve needs the web extra ({e.name} is missing): pip install 'rnnkit[web]'") \
-            from None
+        raise InputError(
+            f"rnnkit serve needs the web extra ({e.name} is missing): pip install 'rnnkit[web]'"
+        ) from None
     from ..data import read_text
     from .explorer import Explorer, Limits
 

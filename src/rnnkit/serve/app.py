@@ -51,7 +51,9 @@ def _number(kind: type, name: str, value: Any) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        raise InputError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None
 
 
 class Args:
@@ -113,7 +115,11 @@ def create_app(explorer: Explorer, local_only: bool = True) -> Flask:
 
     @app.before_request
     def check_host() -> Response | None:
-        if local_only and request.host.rsplit(":", 1)[0] not in LOCAL_HOSTS and request.host not in LOCAL_HOSTS:
+        if (
+            local_only
+            and request.host.rsplit(":", 1)[0] not in LOCAL_HOSTS
+            and request.host not in LOCAL_HOSTS
+        ):
             return _json({"error": f"this server answers only on localhost, not {request.host!r}"}, 403)
         return None
 

@@ -9,14 +9,24 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     """Register ``serve`` on the CLI's subparsers."""
-    p = sub.add_parser("serve", help="explore a trained run in the browser (generate, units, search, PCA, curves)")
+    p = sub.add_parser(
+        "serve", help="explore a trained run in the browser (generate, units, search, PCA, curves)"
+    )
     p.add_argument("run_dir", help="a run directory (language model; classifier and seq2seq runs: curves, "
                    "attention)")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--text", action="append", metavar="FILE", help="a text file to offer in the page (repeatable)")
-    p.add_argument("--max-chars", type=int, default=5000, help="longest text a request may trace (characters)")
-    p.add_argument("--max-generate", type=int, default=2000, help="longest sample a request may ask for (tokens)")
+    p.add_argument(
+        "--text", action="append", metavar="FILE", help="a text file to offer in the page (repeatable)"
+    )
+    p.add_argument(
+        "--max-chars", type=int, default=5000, help="longest text a request may trace (characters)"
+    )
+    p.add_argument(
+        "--max-generate", type=int, default=2000, help="longest sample a request may ask for (tokens)"
+    )
     p.set_defaults(func=run)
 
 

@@ -138,7 +138,8 @@ class Explorer:
 
     def _check_text(self, text: str, what: str = "text") -> None:
         if len(text) > self.limits.max_chars:
-            raise InputError(f"the {what} has {len(text):,} characters; the limit is {self.limits.max_chars:,} "
+            limit = self.limits.max_chars
+            raise InputError(f"the {what} has {len(text):,} characters; the limit is {limit:,} "
                              "(rnnkit serve --max-chars)")  # fmt: skip
         if not text:
             raise InputError(f"the {what} is empty")
@@ -232,7 +233,9 @@ class Explorer:
         target = du.pattern_from_regex(t.tokens, pattern) if pattern else None
         scores = du.unit_scores(acts, self._saturation(acts, field), target)
         if scores[sort] is None:
-            why = "a pattern (regex)" if sort == "correlation" else f"a field with a fixed range, not {field!r}"
+            why = (
+                "a pattern (regex)" if sort == "correlation" else f"a field with a fixed range, not {field!r}"
+            )
             raise InputError(f"sorting by {sort} needs {why}")
         key = scores[sort].abs() if sort == "correlation" else scores[sort]
         order = torch.argsort(key, descending=True)[:count]
