@@ -44,7 +44,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from werkzeug.serving import make_server
 
-    corpus = open(args.text, encoding="utf-8").read()
+    with open(args.text, encoding="utf-8") as f:
+        corpus = f.read()
     explorer = Explorer(args.run, limits=Limits(max_chars=max(args.chars, 5000)))
     app = create_app(explorer)
     client = app.test_client()

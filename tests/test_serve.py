@@ -296,6 +296,27 @@ def test_a_run_still_training_shows_new_steps(explorer, run_dir, tmp_path):
     assert before == 25 and got["step"][-1] == 26 and got["loss"][-1] is None  # NaN is not JSON: null
 
 
+@pytest.mark.parametrize(
+    "cell, fields", [("gru", ["h", "reset", "update", "new"]), ("mingru", ["h", "update"])]
+)
+def test_other_cells(tmp_path, one_thread, cell, fields):
+    from rnnkit.lm import train_language_model
+
+    (tmp_path / "c.txt").write_text(CORPUS)
+    options = {"steps": 2, "batch_size": 2, "seq_len": 8, "plots": False}
+    train_language_model(str(tmp_path / "c.txt"), tmp_path / "run", {"hidden": 6, "cell": cell}, options,
+                         progress=False)  # fmt: skip
+    explorer = Explorer(tmp_path / "run")
+    client = create_app(explorer).test_client()
+    assert ok(client.get("/api/info"))["fields"] == fields
+    got = ok(client.get("/api/trace?text=the dog"))["layers"][0]
+    assert set(got) == {"layer", *fields} and np.array(got[fields[-1]]).shape == (7, 6)
+    _, t, _ = reference_trace(explorer, "the dog")
+    np.testing.assert_allclose(got["h"], torch.stack(t.hidden[0])[:, 0].numpy(), atol=DIGITS)
+    units = ok(client.get("/api/units?text=the dog"))
+    assert (units["saturation"] is None) == (cell == "mingru")  # minGRU's h has no fixed range
+
+
 def test_other_kinds_of_run(tmp_path):
     cls = tmp_path / "cls"
     cls.mkdir()

@@ -98,7 +98,8 @@ class Explorer:
     # -- what the run is ----------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        config = json.loads((self.run_dir / "config.json").read_text()) if self.kind != "other" else {}
+        path = self.run_dir / "config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
         out: dict[str, Any] = {"run": self.run_dir.name, "kind": self.kind, "model": config.get("model"),
                                "limits": vars(self.limits), "texts": sorted(self.texts)}  # fmt: skip
         if self.lm is not None:
@@ -109,10 +110,12 @@ class Explorer:
 
     def fields(self) -> list[str]:
         """What :meth:`trace` can return per layer: ``h``, ``c`` for an LSTM, and the gates the cell has."""
+        from ..cells.base import LSTMState
+
         cell = self.lm.model.rnn.cells[0]
-        names = ["h"] + (["c"] if type(cell).__name__ == "LSTMCell" else [])
+        probe = cell.init_state(1)
+        names = ["h"] + (["c"] if isinstance(probe, LSTMState) else [])
         if hasattr(cell, "gates"):
-            probe = cell.init_state(1)
             with torch.no_grad():
                 names += list(cell.gates(torch.zeros(1, cell.input_size), probe))
         return names
