@@ -7,7 +7,9 @@ traced texts, so the same text twice would be a cache hit) and times, in turn:
 - ``http``: a real request to werkzeug's threaded server (what `rnnkit serve` runs) on a free port, the
   answer read and parsed: everything a page or a script waits for;
 - ``client``: the same through Flask's test client (no socket);
-- ``trace``: :func:`rnnkit.diagnostics.core.trace` alone (gates on), the computation the answer holds;
+- ``trace``: the explorer's states alone (``Recurrent.forward_with_states``: h, c, gates), no JSON;
+- ``core.trace``: :func:`rnnkit.diagnostics.core.trace` with gates, the step loop over ``cell.step``
+  that the explorer does not use for this (kept as the reason);
 
 and reports the median of ``--repeats`` rounds after a warm-up (wall time, and this process's CPU time,
 which a busy machine disturbs less), the answer's size, the CPU and the load.
@@ -24,6 +26,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 
 import torch
 
@@ -31,6 +34,16 @@ from rnnkit.bench import machine
 from rnnkit.diagnostics import core
 from rnnkit.serve.app import create_app
 from rnnkit.serve.explorer import Explorer, Limits
+
+
+def in_thread(fn: Callable[[], int]) -> int:
+    """Run ``fn`` in a fresh thread, as the server runs each request (on the busy 2-core machine, with
+    2 torch threads, the same work in the main thread took 10-100x longer; not understood)."""
+    out: list[int] = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    worker.join()
+    return out[0]
 
 
 def main() -> None:
@@ -54,7 +67,7 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.port}/api/trace"
     model = explorer.lm.model
-    slices = iter(corpus[i * args.chars : (i + 1) * args.chars] for i in range(3 * (args.repeats + 1) + 1))
+    slices = iter(corpus[i * args.chars : (i + 1) * args.chars] for i in range(4 * (args.repeats + 1) + 1))
 
     def http() -> int:
         body = json.dumps({"text": next(slices)}).encode()
@@ -70,12 +83,16 @@ def main() -> None:
         return len(response.data)
 
     def trace_only() -> int:
+        explorer.traced(next(slices))  # the states, without the JSON
+        return 0
+
+    def step_loop() -> int:
         ids = explorer.lm.tokenizer.encode(next(slices))
         with torch.no_grad():
             core.trace(model.rnn, model.embedding(ids[:, None]), gates=True)
         return 0
 
-    contenders = {"http": http, "client": via_client, "trace": trace_only}
+    contenders = {"http": http, "client": via_client, "trace": trace_only, "core.trace": step_loop}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in contenders}  # this process's CPU seconds
     sizes: dict[str, int] = {}
@@ -83,7 +100,7 @@ def main() -> None:
     for round_ in range(args.repeats + 1):
         for name, fn in contenders.items():
             c0, t0 = time.process_time(), time.perf_counter()
-            sizes[name] = fn()
+            sizes[name] = in_thread(fn)
             if round_:  # the first round warms up
                 times[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)

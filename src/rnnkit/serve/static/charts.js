@@ -67,7 +67,7 @@ function lineChart(container, series, opts) {
       if (ok) { d += `${pen ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`; pen = true; } else pen = false;
     });
     svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 1.3 }, svg);
-    if (s.label) svgText(svg, W - 16, 36 + 14 * k, s.label, { "text-anchor": "end", fill: s.color });
+    if (s.label) svgText(svg, W - 16, 36 + 14 * k, s.label, { "text-anchor": "end", style: `fill: ${s.color}` });
   });
   return svg;
 }
