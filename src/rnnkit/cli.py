@@ -55,6 +55,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "rnnkit.commands.plot:register",
         "draw a run's loss, gradient-norm and learning-rate curves (PNG)",
     ),
+    (
+        "serve",
+        "rnnkit.serve.command:register",
+        "explore a trained run in the browser (generate, units, search, PCA, curves)",
+    ),
     ("generate", "rnnkit.apps.lm.cli:generate", "generate text from a trained language model"),
     ("export", "rnnkit.apps.lm.cli:export", "export a trained language model to ONNX or torch.export"),
     ("evaluate", "rnnkit.apps.lm.cli:evaluate", "score a text with a trained language model"),

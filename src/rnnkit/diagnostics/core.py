@@ -155,6 +155,13 @@ def jacobian_spectrum(layer: Recurrent, x: Tensor, layer_index: int = 0, sample:
     return {"spectral_norm": spectral, "singular_values": values, "product_norm": product_norms}
 
 
+def saturated(values: Tensor, name: str) -> Tensor:
+    """Where ``values`` of gate ``name`` (a key of :data:`GATE_RANGES`) are saturated (same shape, bool):
+    sigmoid gates below 0.1 or above 0.9, tanh-ranged ones beyond +-0.9."""
+    lo, _ = GATE_RANGES[name]
+    return (values.abs() > 0.9) if lo < 0 else ((values < 0.1) | (values > 0.9))
+
+
 @torch.no_grad()
 def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[str, dict]]:
     """Per layer and gate: mean, std, the fraction saturated (sigmoid gates < 0.1 or > 0.9; tanh
@@ -167,12 +174,12 @@ def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[st
         stats = {}
         for name, g in gates.items():  # (T, B, H)
             lo, hi = GATE_RANGES[name]
-            saturated = (g.abs() > 0.9) if lo < 0 else ((g < 0.1) | (g > 0.9))
+            sat = saturated(g, name)
             stats[name] = {
                 "mean": float(g.mean()),
                 "std": float(g.std()),
-                "saturated": float(saturated.float().mean()),
-                "saturated_per_unit": saturated.float().mean((0, 1)).tolist(),
+                "saturated": float(sat.float().mean()),
+                "saturated_per_unit": sat.float().mean((0, 1)).tolist(),
                 "histogram": torch.histc(g.float(), bins=bins, min=lo, max=hi).tolist(),
                 "range": [lo, hi],
             }
