@@ -26,6 +26,7 @@ from ..cells import Cell
 from ..errors import InputError
 from . import compiled
 from .fused import fused_kernel, run_fused
+from .gpu_fused import run_gpu, supports
 from .masks import Recurrence
 from .native import stack_is_native
 from .packed import MKLDNN
@@ -115,6 +116,9 @@ def plan(
                 f"tanh/relu Elman without readout, merge='concat'); got {type(cells[0]).__name__} "
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
+    gpu = x.is_cuda and all(supports(c, recs[k] if recs else None, x) for k, c in enumerate(cells))
+    if impl in ("auto", "fused") and gpu:  # the Triton kernels (kernels/gpu_fused.py)
+        return Plan(None, (run_gpu,) * len(cells))
     if impl in ("auto", "fused"):
         if recs is None and all(scan_kernel(c) is not None for c in cells):
             return Plan(None, (run_scan,) * len(cells))

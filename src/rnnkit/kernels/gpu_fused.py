@@ -1,0 +1,123 @@
+"""Fused GPU recurrences for the cells cuDNN lacks: layer-norm and peephole LSTM, the textbook GRU
+(reset before the product), Elman with any built-in activation, and every one of them (the standard
+cells too) with zoneout and state dropout.
+
+Structure, as in cuDNN and haste: the input projection of all T steps is one big product outside the
+loop (with autograd); per step, one cuBLAS product for the recurrent part and one Triton kernel
+(``gpu_triton.py``) for the rest; the backward loop mirrors it (a kernel for the gate gradients, a
+product for dL/dh_{t-1}), and the weight gradients are big products over all steps after the loop.
+The loops run inside CUDA graphs (``gpu_graphs.py``). States and gate activations are kept in float32,
+products and outputs in the input's type (float32 or bfloat16).
+
+``run_gpu`` has the runners' contract (``layers.recurrent.run_cell``); what these kernels do not cover
+(padded batches, resets, per-step traces, LSTM projections) goes to ``fused.run_fused``, which runs on
+CUDA with torch's ops. On CPU tensors the same code runs in Triton's interpreter (tests only: slow).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
+from ..cells.base import State
+from .fused import run_fused
+from .gpu_loops import ElmanFunction, GRUFunction, LSTMFunction
+from .masks import Recurrence
+
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether Triton can be imported (the kernels need it; CUDA is asked for by the caller)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def supports(cell: Cell, rec: Recurrence | None, x: Tensor) -> bool:
+    """Whether ``run_gpu`` runs this cell's recurrence with its own kernels (for any lengths/resets it
+    hands on to ``run_fused``)."""
+    if x.dtype not in DTYPES or not available():
+        return False
+    zoned = rec is not None and rec.zoneout is not None
+    if type(cell) is LSTMCell:
+        return not cell.proj_size
+    if type(cell) is GRUCell:
+        return True
+    if type(cell) is ElmanCell:
+        from .gpu_triton import ACT_CODES
+
+        return cell.nonlinearity in ACT_CODES and not (zoned and cell.readout_size is not None)
+    return False
+
+
+def run_gpu(
+    cell: Cell,
+    x: Tensor,
+    state: State,
+    lengths: Tensor | None,
+    reverse: bool = False,
+    *,
+    rec: Recurrence | None = None,
+    trace: dict | None = None,
+) -> tuple[Tensor, State]:
+    """One layer and direction, ``run_cell``'s contract: x (T, B, F) -> (y (T, B, O), final state)."""
+    rec = rec or Recurrence()
+    if lengths is not None or rec.reset is not None or trace is not None or not supports(cell, rec, x):
+        return run_fused(cell, x, state, lengths, reverse, rec=rec, trace=trace)
+    if reverse:
+        x = x.flip(0)
+    T = x.shape[0]
+    zone = [
+        None if z is None else z.expand(T, *z.shape[1:]).contiguous() for z in (rec.zoneout or (None, None))
+    ]
+    mask = rec.state_mask.contiguous() if rec.state_mask is not None else None
+    if type(cell) is LSTMCell:
+        y, final = _lstm(cell, x, state, mask, zone[0], zone[1] if len(zone) > 1 else None)
+    elif type(cell) is GRUCell:
+        y, final = _gru(cell, x, state, mask, zone[0])
+    else:
+        y, final = _elman(cell, x, state, mask, zone[0])
+    return (y.flip(0) if reverse else y), final
+
+
+def _apply(fn: type[torch.autograd.Function], *args: object) -> tuple[Tensor, ...]:
+    """Through autograd when anything needs a gradient, else the forward alone (no graph kept)."""
+    grad = torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    return fn.apply(*args) if grad else fn.forward(None, *args)
+
+
+def _lstm(cell: LSTMCell, x: Tensor, state: LSTMState, mask, zh, zc) -> tuple[Tensor, LSTMState]:
+    b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
+    if cell.layer_norm:  # no recurrence on the input side: normalise all steps at once, with autograd
+        xw = cell.norm_x(F.linear(x, cell.weight_ih))
+        xw = xw + b if b is not None else xw
+        ln = (cell.norm_h.weight, cell.norm_c.weight, cell.norm_c.bias)
+    else:
+        xw = F.linear(x, cell.weight_ih, b)
+        ln = (None, None, None)
+    peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co]) if cell.peephole else None
+    y, h, c = _apply(LSTMFunction, xw.contiguous(), state.h, state.c, cell.weight_hh, peep, *ln, mask, zh, zc)
+    return y, LSTMState(h, c)
+
+
+def _gru(cell: GRUCell, x: Tensor, h0: Tensor, mask, zone) -> tuple[Tensor, Tensor]:
+    xw = F.linear(x, cell.weight_ih, cell.bias_ih).contiguous()
+    y, h = _apply(GRUFunction, xw, h0, cell.weight_hh, cell.bias_hh, mask, zone, cell.reset_after)
+    return y, h
+
+
+def _elman(cell: ElmanCell, x: Tensor, h0: Tensor, mask, zone) -> tuple[Tensor, Tensor]:
+    from .gpu_triton import ACT_CODES
+
+    b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
+    xw = F.linear(x, cell.weight_ih, b).contiguous()
+    h, h_last = _apply(ElmanFunction, xw, h0, cell.weight_hh, mask, zone, ACT_CODES[cell.nonlinearity])
+    if cell.readout_size is None:
+        return h, h_last
+    # the readout does not feed back, so it is one big product after the loop
+    return cell.psi(F.linear(h, cell.weight_hy, cell.bias_y)), h_last
