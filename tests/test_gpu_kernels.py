@@ -17,7 +17,8 @@ from rnnkit.kernels import gpu_fused  # noqa: E402
 from rnnkit.kernels.masks import Recurrence  # noqa: E402
 from rnnkit.layers.recurrent import run_cell  # noqa: E402
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# the interpreter (CPU tensors) only where no GPU is: tests/conftest.py turns it on there
+DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
 
 CELLS = {
     "lstm": lambda: LSTMCell(3, 5),
