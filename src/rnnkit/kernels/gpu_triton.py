@@ -268,7 +268,10 @@ def _lstm_back(
         po = tl.where(m, po - mean, 0.0)
         var = (tl.sum(pi * pi, 0) + tl.sum(pf * pf, 0) + tl.sum(pg * pg, 0) + tl.sum(po * po, 0)) / (4 * H)
         rstd = 1.0 / tl.sqrt(var + eps)
-        pi, pf, pg, po = pi * rstd, pf * rstd, pg * rstd, po * rstd
+        pi = pi * rstd
+        pf = pf * rstd
+        pg = pg * rstd
+        po = po * rstd
         ui = tl.where(m, di * tl.load(GH + j, mask=m, other=0.0).to(tl.float32), 0.0)
         uf = tl.where(m, df * tl.load(GH + H + j, mask=m, other=0.0).to(tl.float32), 0.0)
         ug = tl.where(m, dg * tl.load(GH + 2 * H + j, mask=m, other=0.0).to(tl.float32), 0.0)
