@@ -13,7 +13,7 @@ py=${PYTHON:-python3}
   $py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
 workers=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
-timeout ${TEST_TIMEOUT:-200} $py -m pytest -q -x -p no:cacheprovider $workers tests/test_gpu_kernels.py \
+timeout ${TEST_TIMEOUT:-200} $py -m pytest -q --maxfail=${MAXFAIL:-10} -p no:cacheprovider $workers tests/test_gpu_kernels.py \
     tests/test_devices.py ${EXTRA_TESTS:-} 2>&1 | tee "$out/tests.log" | tail -25
 timeout ${BENCH_TIMEOUT:-300} $py benchmarks/gpu.py --out "$out/gpu_bench.md" ${BENCH_ARGS:-} 2>&1 \
     | tee "$out/bench.log" | tail -60
