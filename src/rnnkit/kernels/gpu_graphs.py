@@ -28,6 +28,7 @@ _SEEN = object()
 _cache: OrderedDict[tuple, Any] = OrderedDict()
 _stream: Any = None
 STATS = {"eager": 0, "captured": 0, "replayed": 0}
+EMULATE = False  # tests: run the graph bookkeeping on CPU tensors too, replaying by calling the loop
 
 
 def enabled() -> bool:
@@ -49,8 +50,8 @@ def run(
     """Run ``loop(io, *consts)``; on CUDA through a captured graph from the second call with the same
     shapes on. ``outs``: the names the loop only writes; ``carries``: those it reads and writes (copied
     in and out); every other name is an input (copied in)."""
-    t0 = next(v for v in io.values() if v is not None)
-    if t0.device.type != "cuda" or not enabled() or torch.cuda.is_current_stream_capturing():
+    on_cuda = io_device(io).type == "cuda"
+    if not ((on_cuda or EMULATE) and enabled()) or (on_cuda and torch.cuda.is_current_stream_capturing()):
         STATS["eager"] += 1
         loop(io, *consts)
         return
@@ -74,7 +75,12 @@ def run(
     graph.replay()
     STATS["replayed"] += 1
     for k in (*outs, *carries):
-        io[k].copy_(static[k])
+        if io[k] is not None:
+            io[k].copy_(static[k])
+
+
+def io_device(io: dict[str, Tensor | None]) -> torch.device:
+    return next(v for v in io.values() if v is not None).device
 
 
 def _shapes(io: dict[str, Tensor | None]) -> tuple:
@@ -83,8 +89,18 @@ def _shapes(io: dict[str, Tensor | None]) -> tuple:
     )
 
 
+class _Emulated:
+    """Stands in for a CUDA graph on CPU tensors (tests: the static-buffer bookkeeping without a GPU)."""
+
+    def __init__(self, loop: Callable[..., None], static: dict, consts: tuple) -> None:
+        self.replay = lambda: loop(static, *consts)
+
+
 def _capture(loop: Callable[..., None], io: dict[str, Tensor | None], consts: tuple) -> tuple:
     global _stream
+    if io_device(io).type != "cuda":
+        static = {k: None if v is None else v.clone() for k, v in io.items()}
+        return _Emulated(loop, static, consts), static
     if _stream is None:
         _stream = torch.cuda.Stream()
     static = {k: None if v is None else v.clone() for k, v in io.items()}
