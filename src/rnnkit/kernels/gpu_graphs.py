@@ -64,6 +64,7 @@ def run(
         return
     if entry is _SEEN:
         entry = _capture(loop, io, consts)
+        STATS["captured"] += 1
         _cache[key] = entry
         while len(_cache) > MAX_GRAPHS:
             _cache.popitem(last=False)
@@ -112,5 +113,4 @@ def _capture(loop: Callable[..., None], io: dict[str, Tensor | None], consts: tu
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=s):
         loop(static, *consts)
-    STATS["captured"] += 1
     return graph, static
