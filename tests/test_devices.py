@@ -12,6 +12,7 @@ import rnnkit.nn as rnn
 from rnnkit import ElmanCell, GRUCell, LSTMCell, Recurrent
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
 from rnnkit.generate import sample_tokens
+from rnnkit.kernels.gpu_native import is_flat
 from rnnkit.models import LanguageModel, LMConfig
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -49,6 +50,8 @@ def test_drop_in_equals_torch_nn(kind, device):
         torch.testing.assert_close(v, u, atol=1e-5, rtol=1e-5)
     for u, v in zip(_grads(theirs, x, a), _grads(ours, x, b), strict=True):
         torch.testing.assert_close(v, u, atol=1e-5, rtol=1e-5)
+    if device.type == "cuda":  # the cells' parameters now live in one cuDNN buffer, as torch's do
+        assert is_flat(list(ours.parameters()))
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
