@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
 from rnnkit.kernels import gpu_graphs
 
 B, H, T, F = 64, 512, 256, 512
+T_SCAN = 4096
 
 
 def time_ms(fn: Callable[[], object]) -> float:
@@ -105,6 +107,7 @@ NONSTANDARD = {
     "gru textbook": (lambda: GRUCell(F, H, reset_after=False), {}),
     "lstm zoneout 0.1": (lambda: LSTMCell(F, H), {"zoneout": 0.1}),
     "elman relu, state dropout 0.2": (lambda: ElmanCell(F, H, nonlinearity="relu"), {"state_dropout": 0.2}),
+    "lstm plain, impl=fused": (lambda: LSTMCell(F, H), {"impl": "fused"}),
 }
 
 
@@ -114,8 +117,9 @@ def nonstandard_rows(dtype, reps: int, loop_reps: int) -> list[dict]:
     x = torch.randn(T, B, F, device="cuda", dtype=dtype)
     rows = []
     for name, (make, options) in NONSTANDARD.items():
-        fast = Recurrent(make(), impl="auto", **options).cuda().to(dtype)
-        loop = Recurrent(make(), impl="reference", **options).cuda().to(dtype)
+        options = {"impl": "auto", **options}
+        fast = Recurrent(make(), **options).cuda().to(dtype)
+        loop = Recurrent(make(), **{**options, "impl": "reference"}).cuda().to(dtype)
         loop.load_state_dict(fast.state_dict())
         t = compare({"kernels": fwd_bwd(fast, x), "cudnn_lstm": fwd_bwd(cudnn, x),
                      "no_graphs": no_graphs(fwd_bwd(fast, x))}, reps)  # fmt: skip
@@ -132,7 +136,7 @@ def nonstandard_rows(dtype, reps: int, loop_reps: int) -> list[dict]:
 
 def scan_rows(dtype, reps: int) -> list[dict]:
     rows = []
-    TL = 4096
+    TL = T_SCAN
     x = torch.randn(TL, B, F, device="cuda", dtype=dtype)
     for name, make in (("minGRU", MinGRUCell), ("minLSTM", MinLSTMCell)):
         torch.manual_seed(0)
@@ -147,7 +151,7 @@ def scan_rows(dtype, reps: int) -> list[dict]:
     return rows
 
 
-def lm_tokens_per_second(dtype, steps: int) -> dict:
+def lm_tokens_per_second(dtype, steps: int) -> list[dict]:
     from rnnkit.models import LanguageModel, LMConfig
 
     torch.manual_seed(0)
@@ -163,13 +167,8 @@ def lm_tokens_per_second(dtype, steps: int) -> dict:
         opt.zero_grad(set_to_none=True)
 
     ms = compare({"step": step}, steps)["step"]
-    return {
-        "model": "char LM, 2-layer LSTM H=512",
-        "B": B,
-        "T": T,
-        "step_ms": ms,
-        "tokens_per_s": B * T / ms * 1e3,
-    }
+    row = {"model": "char LM, 2-layer LSTM H=512", "B": B, "T": T, "step_ms": ms}
+    return [{**row, "tokens_per_s": B * T / ms * 1e3}]
 
 
 def table(rows: list[dict]) -> str:
@@ -197,15 +196,24 @@ def main() -> None:
     results: dict = {"head": head}
     for dtype in (torch.float32,) if args.quick else (torch.float32, torch.bfloat16):
         name = str(dtype).replace("torch.", "")
+        todo = {  # part -> (title, function, arguments)
+            "standard": ("standard cells through auto vs torch.nn (cuDNN)", standard_rows, (dtype, reps)),
+            "nonstandard": (
+                "cells cuDNN lacks, forward+backward",
+                nonstandard_rows,
+                (dtype, reps, loop_reps),
+            ),
+            "scan": ("minimal RNNs, T=4096, forward+backward", scan_rows, (dtype, max(3, reps // 3))),
+            "lm": ("char-LM training step", lm_tokens_per_second, (dtype, max(5, reps // 2))),
+        }
         sections = []
-        if "standard" in parts:
-            sections.append(("standard cells through auto vs torch.nn (cuDNN)", standard_rows(dtype, reps)))
-        if "nonstandard" in parts:
-            sections.append(("cells cuDNN lacks, forward+backward", nonstandard_rows(dtype, reps, loop_reps)))
-        if "scan" in parts:
-            sections.append(("minimal RNNs, T=4096, forward+backward", scan_rows(dtype, max(3, reps // 3))))
-        if "lm" in parts:
-            sections.append(("char-LM training step", [lm_tokens_per_second(dtype, max(5, reps // 2))]))
+        for part, (title, rows_of, fn_args) in todo.items():
+            if part in parts:
+                try:
+                    sections.append((title, rows_of(*fn_args)))
+                except Exception as e:  # one broken part must not cost the others' numbers
+                    traceback.print_exc()
+                    sections.append((title, [{"error": f"{type(e).__name__}: {e}"[:300]}]))
         for title, rows in sections:
             out.append(f"## {title}, {name}\n\n{table(rows)}\n")
             results[f"{title}, {name}"] = rows

@@ -11,6 +11,7 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 RNNKIT_NO_EXTENSION=1
 py=${PYTHON:-python3}
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
   $py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } >"$out/env.txt" 2>&1
+$py -m rnnkit --help >/dev/null && echo "rnnkit CLI imports" >>"$out/env.txt"
 cat "$out/env.txt"
 workers=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 timeout ${TEST_TIMEOUT:-200} $py -m pytest -q --maxfail=${MAXFAIL:-10} -p no:cacheprovider $workers tests/test_gpu_kernels.py \
