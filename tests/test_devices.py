@@ -33,6 +33,15 @@ def _grads(model, x, out):
     return torch.autograd.grad(loss, [x, *model.parameters()])
 
 
+def close_in_norm(got, want, rel):
+    """|got - want| <= rel |want| in the 2-norm: float32 rounding scales with the whole tensor (layer
+    norm's gradients reach 1e2 where others are 1e-1), which an elementwise tolerance does not see."""
+    err, size = (got.double() - want.double()).norm().item(), want.double().norm().item()
+    assert err <= rel * size + 1e-7, (
+        f"|got - want| = {err:.3g}, |want| = {size:.3g}, allowed {rel:.0e} relative"
+    )
+
+
 def _flat(out):
     y, state = out
     return [y, *(state if isinstance(state, tuple) else (state,))]
@@ -91,8 +100,8 @@ def test_paths_equal_reference(name, options, impl, device):
     b = _flat(fast(x))
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(v, u, atol=2e-5, rtol=1e-4)
-    for u, v in zip(_grads(ref, x, a), _grads(fast, x, b), strict=True):  # sums over all steps
-        torch.testing.assert_close(v, u, atol=1e-4, rtol=1e-4)
+    for u, v in zip(_grads(ref, x, a), _grads(fast, x, b), strict=True):
+        close_in_norm(v, u, 1e-5)
 
 
 @pytest.mark.parametrize("make", [MinGRUCell, MinLSTMCell])
