@@ -134,6 +134,31 @@ def nonstandard_rows(dtype, reps: int, loop_reps: int) -> list[dict]:
     return rows
 
 
+SWEEP = [(16, 256), (64, 256), (256, 256), (16, 1024), (64, 1024), (256, 1024), (256, 512)]
+
+
+def sweep_rows(dtype, reps: int) -> list[dict]:
+    """The cells cuDNN has, through the Triton kernels (impl="fused") vs torch.nn (cuDNN): the data
+    behind ``gpu_fused.GPU_WINS`` (which sizes ``auto`` sends to the kernels)."""
+    rows = []
+    for b, h in SWEEP:
+        x = torch.randn(T, b, h, device="cuda", dtype=dtype)
+        for kind, cell in (("LSTM", LSTMCell), ("GRU", GRUCell), ("RNN", ElmanCell)):
+            torch.manual_seed(0)
+            theirs = getattr(torch.nn, kind)(h, h).cuda().to(dtype)
+            ours = Recurrent(cell(h, h), impl="fused").cuda().to(dtype)
+            with torch.no_grad():
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ours.cells[0], name).copy_(getattr(theirs, name + "_l0"))
+            t = compare({"fused": fwd_bwd(ours, x), "cudnn": fwd_bwd(theirs, x)}, reps)
+            f = compare({"fused": fwd(ours, x), "cudnn": fwd(theirs, x)}, reps)
+            rows.append({"cell": kind, "B": b, "H": h, "fwd+bwd fused_ms": t["fused"], "cudnn_ms": t["cudnn"],
+                         "fwd+bwd speedup": t["cudnn"] / t["fused"], "fwd fused_ms": f["fused"],
+                         "fwd cudnn_ms": f["cudnn"], "fwd speedup": f["cudnn"] / f["fused"]})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
 def scan_rows(dtype, reps: int) -> list[dict]:
     rows = []
     TL = T_SCAN
@@ -204,6 +229,11 @@ def main() -> None:
                 (dtype, reps, loop_reps),
             ),
             "scan": ("minimal RNNs, T=4096, forward+backward", scan_rows, (dtype, max(3, reps // 3))),
+            "sweep": (
+                "standard cells, Triton kernels vs cuDNN, T=256",
+                sweep_rows,
+                (dtype, max(5, reps // 2)),
+            ),
             "lm": ("char-LM training step", lm_tokens_per_second, (dtype, max(5, reps // 2))),
         }
         sections = []

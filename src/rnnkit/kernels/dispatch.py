@@ -26,7 +26,7 @@ from ..cells import Cell
 from ..errors import InputError
 from . import compiled
 from .fused import fused_kernel, run_fused
-from .gpu_fused import run_gpu, supports
+from .gpu_fused import prefer_gpu, run_gpu, supports
 from .masks import Recurrence
 from .native import stack_is_native
 from .packed import MKLDNN
@@ -89,6 +89,7 @@ def plan(
     reference: Callable,
     x: Tensor,
     recs: Sequence[Recurrence] | None = None,
+    lengths: Tensor | None = None,
 ) -> Plan:
     """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
     per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
@@ -108,7 +109,8 @@ def plan(
         return Plan(None, (run_traced,) * len(cells))
     if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
-        if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
+        faster = prefer_fused(op, cells, x) or prefer_gpu(op, cells, x, lengths)
+        if op is not None and not (impl == "auto" and faster):
             return Plan(op, ())
         if impl == "native":
             raise InputError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,26 @@ def supports(cell: Cell, rec: Recurrence | None, x: Tensor) -> bool:
 
         return cell.nonlinearity in ACT_CODES and not (zoned and cell.readout_size is not None)
     return False
+
+
+# auto on CUDA, for the cells cuDNN has: (dtype, op) -> the largest B * H at which the Triton kernels
+# were measured faster than cuDNN (torch's op) at T=256 on an H200 (docs/gpu.md); absent: cuDNN.
+# float32 only counts while cuDNN runs true float32 (torch.backends.cudnn.allow_tf32 off), as the
+# kernels' products do (torch.backends.cuda.matmul.allow_tf32, off by default).
+GPU_WINS: dict[tuple[torch.dtype, str], int] = {
+    (torch.bfloat16, "lstm"): 64 * 512,
+    (torch.float32, "lstm"): 64 * 512,
+}
+
+
+def prefer_gpu(op: str | None, cells: Sequence[Cell], x: Tensor, lengths: Tensor | None) -> bool:
+    """Whether ``auto`` should run a stack torch's op could run (cuDNN) through the Triton kernels."""
+    if op is None or not x.is_cuda or lengths is not None:
+        return False
+    limit = GPU_WINS.get((x.dtype, op))
+    if limit is None or (x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32):
+        return False
+    return x.shape[1] * cells[0].hidden_size <= limit and all(supports(c, None, x) for c in cells)
 
 
 def run_gpu(
