@@ -63,6 +63,26 @@ def test_drop_in_equals_torch_nn(kind, device):
         assert is_flat(list(ours.parameters()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_auto_on_the_triton_kernels_equals_torch_nn(kind, dtype, device):
+    """At B=16, H=256 auto runs these through the Triton kernels on CUDA from a shape's second call
+    (gpu_fused.GPU_WINS; on the CPU: torch's op). float32: 1e-5 in norm; bfloat16: within 2e-2 of
+    torch.nn in bfloat16 (both round every step's state to 8 bits)."""
+    if device.type == "cpu":
+        pytest.skip("on the CPU auto runs torch's own op here: nothing to compare")
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, kind)(32, 256).to(device, dtype)
+    ours = getattr(rnn, kind)(32, 256).to(device, dtype)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(20, 16, 32, device=device, dtype=dtype, requires_grad=True)
+    rel = 1e-5 if dtype == torch.float32 else 2e-2
+    for _ in range(3):  # cuDNN, the kernels eagerly, the kernels' CUDA graph
+        a, b = _flat(theirs(x)), _flat(ours(x))
+        for u, v in zip(a + list(_grads(theirs, x, a)), b + list(_grads(ours, x, b)), strict=True):
+            close_in_norm(v, u, rel)
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_drop_in_bfloat16_close_to_float32(kind, device):
     """bfloat16 (8 bits of mantissa): within 3e-2 of float32 after 7 steps, outputs in (-1, 1)."""

@@ -56,24 +56,42 @@ def supports(cell: Cell, rec: Recurrence | None, x: Tensor) -> bool:
     return False
 
 
-# auto on CUDA, for the cells cuDNN has: (dtype, op) -> the largest B * H at which the Triton kernels
-# were measured faster than cuDNN (torch's op) at T=256 on an H200 (docs/gpu.md); absent: cuDNN.
-# float32 only counts while cuDNN runs true float32 (torch.backends.cudnn.allow_tf32 off), as the
-# kernels' products do (torch.backends.cuda.matmul.allow_tf32, off by default).
-GPU_WINS: dict[tuple[torch.dtype, str], int] = {
-    (torch.bfloat16, "lstm"): 64 * 512,
-    (torch.float32, "lstm"): 64 * 512,
+# auto on CUDA, for the cells cuDNN has: (dtype, op) -> (smallest, largest B * H) over which the
+# Triton kernels were measured faster than cuDNN (torch's op), forward and forward+backward, at T=256 on
+# an H200 (B 16..256, H 256..1024: docs/gpu.md); outside, and for pairs not listed, cuDNN. float32
+# counts only while cuDNN runs true float32 (torch.backends.cudnn.allow_tf32 off), as the kernels'
+# products do (torch.backends.cuda.matmul.allow_tf32, off by default). Elman in float32: cuDNN's
+# persistent kernel wins at H=256 (measured 3-7x), so it stays there.
+GPU_WINS: dict[tuple[torch.dtype, str], tuple[int, int]] = {
+    (torch.bfloat16, "lstm"): (16 * 256, 256 * 1024),
+    (torch.bfloat16, "gru"): (16 * 256, 256 * 1024),
+    (torch.bfloat16, "rnn_tanh"): (16 * 256, 256 * 1024),
+    (torch.bfloat16, "rnn_relu"): (16 * 256, 256 * 1024),
+    (torch.float32, "lstm"): (16 * 256, 64 * 1024),  # at 256 x 512 the forward alone is even
+    (torch.float32, "gru"): (16 * 256, 256 * 1024),
 }
+# The kernels pay off once their CUDA graph replays (gpu_graphs.py): the first run of a shape is eager,
+# ~4x slower than cuDNN. So auto sends a shape to them from its second sighting on; a workload whose
+# length changes at every call stays on cuDNN.
+_sightings: dict[tuple, int] = {}
 
 
 def prefer_gpu(op: str | None, cells: Sequence[Cell], x: Tensor, lengths: Tensor | None) -> bool:
     """Whether ``auto`` should run a stack torch's op could run (cuDNN) through the Triton kernels."""
     if op is None or not x.is_cuda or lengths is not None:
         return False
-    limit = GPU_WINS.get((x.dtype, op))
-    if limit is None or (x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32):
+    bounds = GPU_WINS.get((x.dtype, op))
+    if bounds is None or (x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32):
         return False
-    return x.shape[1] * cells[0].hidden_size <= limit and all(supports(c, None, x) for c in cells)
+    if not bounds[0] <= x.shape[1] * cells[0].hidden_size <= bounds[1]:
+        return False
+    if not all(supports(c, None, x) for c in cells):
+        return False
+    key = (op, tuple(x.shape), x.dtype, len(cells), torch.is_grad_enabled())
+    if len(_sightings) > 4096:
+        _sightings.clear()
+    _sightings[key] = _sightings.get(key, 0) + 1
+    return _sightings[key] > 1
 
 
 def run_gpu(
