@@ -5,6 +5,9 @@
 - "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
   ``fused.py`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
+- on CUDA, "fused" and "auto" take the Triton kernels of ``gpu_fused.py`` where they cover the cell and
+  its options; "auto" keeps cuDNN (torch's op) for the plain cells except where ``gpu_fused.GPU_WINS``
+  recorded the kernels faster.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
