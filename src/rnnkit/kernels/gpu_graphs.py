@@ -26,7 +26,7 @@ MAX_GRAPHS = 16  # captured loops kept (each holds static copies of its buffers)
 
 _SEEN = object()
 _cache: OrderedDict[tuple, Any] = OrderedDict()
-_stream: Any = None
+_streams: dict[int | None, Any] = {}
 STATS = {"eager": 0, "captured": 0, "replayed": 0}
 EMULATE = False  # tests: run the graph bookkeeping on CPU tensors too, replaying by calling the loop
 
@@ -98,19 +98,21 @@ class _Emulated:
 
 
 def _capture(loop: Callable[..., None], io: dict[str, Tensor | None], consts: tuple) -> tuple:
-    global _stream
-    if io_device(io).type != "cuda":
+    device = io_device(io)
+    if device.type != "cuda":
         static = {k: None if v is None else v.clone() for k, v in io.items()}
         return _Emulated(loop, static, consts), static
-    if _stream is None:
-        _stream = torch.cuda.Stream()
-    static = {k: None if v is None else v.clone() for k, v in io.items()}
-    s, here = _stream, torch.cuda.current_stream()
-    s.wait_stream(here)
-    with torch.cuda.stream(s):  # one warm-up on the capture stream (cuBLAS workspace for it)
-        loop(static, *consts)
-    here.wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=s):
-        loop(static, *consts)
+    with torch.cuda.device(device):
+        s = _streams.get(device.index)
+        if s is None:  # one capture stream per GPU
+            s = _streams[device.index] = torch.cuda.Stream()
+        here = torch.cuda.current_stream()
+        static = {k: None if v is None else v.clone() for k, v in io.items()}
+        s.wait_stream(here)
+        with torch.cuda.stream(s):  # one warm-up on the capture stream (cuBLAS workspace for it)
+            loop(static, *consts)
+        here.wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=s):
+            loop(static, *consts)
     return graph, static
