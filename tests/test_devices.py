@@ -164,3 +164,22 @@ def test_generation_on_device(device):
             logits, _ = model(seq.view(-1, 1))  # (len, 1, V)
             seq = torch.cat([seq, logits[-1, 0].argmax().view(1)])
     assert torch.equal(got, seq[3:])
+
+
+def test_training_and_diagnostics_on_device(device, tmp_path):
+    """The TBPTT trainer and the diagnostics run where the model lives (a few steps: not a quality test)."""
+    import math
+
+    from rnnkit.diagnostics.core import gate_statistics
+    from rnnkit.training.trainer import TrainConfig, train_lm
+
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(11, cell="gru", hidden=16)).to(device)
+    ids = torch.randint(0, 11, (600,))
+    config = TrainConfig(steps=3, batch_size=4, seq_len=8, eval_every=3, checkpoint_every=3, plots=False)
+    report = train_lm(model, ids[:500], ids[500:], config, tmp_path, progress=False)
+    assert math.isfinite(report["train_loss"]) and math.isfinite(report["valid_loss"])
+    assert all(p.device.type == device.type for p in model.parameters())
+    layer = Recurrent(LSTMCell(6, 16, layer_norm=True), impl="auto").to(device)
+    stats = gate_statistics(layer, torch.randn(5, 3, 6, device=device))
+    assert set(stats[0]) == {"input", "forget", "cell", "output"}
