@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 ENV_OFF = "RNNKIT_CUDA_GRAPHS"
-MAX_GRAPHS = 16  # captured loops kept (each holds static copies of its buffers), least recently used out
+MAX_GRAPHS = 8  # captured loops kept (each holds static copies of its buffers), least recently used out
 
 _SEEN = object()
 _cache: OrderedDict[tuple, Any] = OrderedDict()
