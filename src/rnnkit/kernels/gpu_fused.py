@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
 from ..cells.base import State
+from ..cells.registry import fast_path
 from .fused import run_fused
 from .gpu_loops import ElmanFunction, GRUFunction, LSTMFunction
 from .masks import Recurrence
@@ -41,19 +42,30 @@ def available() -> bool:
 
 def supports(cell: Cell, rec: Recurrence | None, x: Tensor) -> bool:
     """Whether ``run_gpu`` runs this cell's recurrence with its own kernels (for any lengths/resets it
-    hands on to ``run_fused``)."""
+    hands on to ``run_fused``): the cell's class declares them (``FastPaths.gpu``) for these options."""
     if x.dtype not in DTYPES or not available():
         return False
-    zoned = rec is not None and rec.zoneout is not None
-    if type(cell) is LSTMCell:
-        return not cell.proj_size
-    if type(cell) is GRUCell:
-        return True
-    if type(cell) is ElmanCell:
-        from .gpu_triton import ACT_CODES
+    kernel = fast_path(cell, "gpu")
+    return kernel is not None and kernel(cell, rec) is not None
 
-        return cell.nonlinearity in ACT_CODES and not (zoned and cell.readout_size is not None)
-    return False
+
+# -- what the cells declare (FastPaths.gpu): (cell, rec) -> the runner for these options, or None --------
+
+
+def lstm_gpu(cell: LSTMCell, rec: Recurrence | None) -> Callable | None:
+    return None if cell.proj_size else _lstm
+
+
+def gru_gpu(cell: GRUCell, rec: Recurrence | None) -> Callable | None:
+    return _gru
+
+
+def elman_gpu(cell: ElmanCell, rec: Recurrence | None) -> Callable | None:
+    from .gpu_triton import ACT_CODES
+
+    zoned = rec is not None and rec.zoneout is not None  # a readout reads the unzoned h: reference only
+    ok = cell.nonlinearity in ACT_CODES and not (zoned and cell.readout_size is not None)
+    return _elman if ok else None
 
 
 # auto on CUDA, for the cells cuDNN has: (dtype, op) -> (smallest, largest B * H) over which the
@@ -115,12 +127,7 @@ def run_gpu(
         None if z is None else z.expand(T, *z.shape[1:]).contiguous() for z in (rec.zoneout or (None, None))
     ]
     mask = rec.state_mask.contiguous() if rec.state_mask is not None else None
-    if type(cell) is LSTMCell:
-        y, final = _lstm(cell, x, state, mask, zone[0], zone[1] if len(zone) > 1 else None)
-    elif type(cell) is GRUCell:
-        y, final = _gru(cell, x, state, mask, zone[0])
-    else:
-        y, final = _elman(cell, x, state, mask, zone[0])
+    y, final = fast_path(cell, "gpu")(cell, rec)(cell, x, state, mask, zone)
     return (y.flip(0) if reverse else y), final
 
 
@@ -130,7 +137,8 @@ def _apply(fn: type[torch.autograd.Function], *args: object) -> tuple[Tensor, ..
     return fn.apply(*args) if grad else fn.forward(None, *args)
 
 
-def _lstm(cell: LSTMCell, x: Tensor, state: LSTMState, mask, zh, zc) -> tuple[Tensor, LSTMState]:
+def _lstm(cell: LSTMCell, x: Tensor, state: LSTMState, mask, zones) -> tuple[Tensor, LSTMState]:
+    zh, zc = zones
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
     if cell.layer_norm:  # no recurrence on the input side: normalise all steps at once, with autograd
         xw = cell.norm_x(F.linear(x, cell.weight_ih))
@@ -144,13 +152,15 @@ def _lstm(cell: LSTMCell, x: Tensor, state: LSTMState, mask, zh, zc) -> tuple[Te
     return y, LSTMState(h, c)
 
 
-def _gru(cell: GRUCell, x: Tensor, h0: Tensor, mask, zone) -> tuple[Tensor, Tensor]:
+def _gru(cell: GRUCell, x: Tensor, h0: Tensor, mask, zones) -> tuple[Tensor, Tensor]:
+    zone = zones[0]
     xw = F.linear(x, cell.weight_ih, cell.bias_ih).contiguous()
     y, h = _apply(GRUFunction, xw, h0, cell.weight_hh, cell.bias_hh, mask, zone, cell.reset_after)
     return y, h
 
 
-def _elman(cell: ElmanCell, x: Tensor, h0: Tensor, mask, zone) -> tuple[Tensor, Tensor]:
+def _elman(cell: ElmanCell, x: Tensor, h0: Tensor, mask, zones) -> tuple[Tensor, Tensor]:
+    zone = zones[0]
     from .gpu_triton import ACT_CODES
 
     b = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
