@@ -1,7 +1,14 @@
 """Fixtures shared by the test modules."""
 
+import os
+
 import pytest
 import torch
+
+# Without a GPU, Triton's kernels (kernels/gpu_triton.py) run on CPU tensors in its interpreter, which
+# has to be chosen before triton is first imported (torch itself may import it).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -5,6 +5,9 @@
 - "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
   ``fused/`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
+- on CUDA, "fused" and "auto" take the Triton kernels of ``gpu_fused.py`` where they cover the cell and
+  its options; "auto" keeps cuDNN (torch's op) for the plain cells except where ``gpu_fused.GPU_WINS``
+  recorded the kernels faster.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply: native where torch has the model, except where the fused
@@ -30,6 +33,7 @@ from ..cells.registry import fast_path, fast_paths
 from ..errors import InputError
 from . import compiled
 from .fused import fused_kernel, run_fused
+from .gpu_fused import prefer_gpu, run_gpu, supports
 from .masks import Recurrence
 from .native import native_op, stack_is_native
 from .packed import MKLDNN
@@ -92,6 +96,7 @@ def plan(
     reference: Callable,
     x: Tensor,
     recs: Sequence[Recurrence] | None = None,
+    lengths: Tensor | None = None,
 ) -> Plan:
     """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
     per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
@@ -111,7 +116,8 @@ def plan(
         return Plan(None, (run_traced,) * len(cells))
     if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
-        if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
+        faster = prefer_fused(op, cells, x) or prefer_gpu(op, cells, x, lengths)
+        if op is not None and not (impl == "auto" and faster):
             return Plan(op, ())
         if impl == "native":
             raise InputError(
@@ -119,6 +125,9 @@ def plan(
                 f"tanh/relu Elman without readout, merge='concat'); got {type(cells[0]).__name__} "
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
+    gpu = x.is_cuda and all(supports(c, recs[k] if recs else None, x) for k, c in enumerate(cells))
+    if impl in ("auto", "fused") and gpu:  # the Triton kernels (kernels/gpu_fused.py)
+        return Plan(None, (run_gpu,) * len(cells))
     if impl in ("auto", "fused"):
         if recs is None and all(scan_kernel(c) is not None for c in cells):
             return Plan(None, (run_scan,) * len(cells))
