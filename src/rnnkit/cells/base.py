@@ -29,11 +29,17 @@ from ..errors import check
 State: TypeAlias = Any
 StateSize: TypeAlias = Any
 
+
+def identity(x: Tensor) -> Tensor:
+    """The identity activation (a named function, not a lambda, so cells using it pickle)."""
+    return x
+
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
-    "identity": lambda x: x,
+    "identity": identity,
 }
 
 

@@ -74,6 +74,9 @@ def flat_weights(cells: Sequence[Cell]) -> list[Tensor]:
     return weights
 
 
+# Under torch.compile this runs eagerly (a graph break): inductor in torch 2.13 cannot lower the
+# op's oneDNN form (mkldnn_rnn_layer) when the weights need gradients, and it is one fused kernel already.
+@torch.compiler.disable
 def run_native(
     op: str,
     cells: Sequence[Cell],
