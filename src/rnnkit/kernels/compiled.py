@@ -86,8 +86,10 @@ def _build() -> Any:
     flags = ["-O3"]
     if cap in _ISA_FLAGS:
         flags += [f"-DCPU_CAPABILITY={cap}", f"-DCPU_CAPABILITY_{cap}", *_ISA_FLAGS[cap]]
-    # one build folder per source and flags: checkouts of different versions never load each other's
-    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+    # one build folder per source, flags and source path: checkouts of different versions never load
+    # each other's, and two checkouts of one version don't rebuild in turn (ninja records the path)
+    key = SOURCE.read_bytes() + " ".join(flags).encode() + str(SOURCE.resolve()).encode()
+    digest = hashlib.sha1(key).hexdigest()[:10]
     name = f"rnnkit_scan_{digest}"
     _log.info("rnnkit: building the compiled kernels (%s, once per machine)", name)
     cpp_extension.load(name, [str(SOURCE)], extra_cflags=flags, is_python_module=False, verbose=False)
