@@ -1,7 +1,13 @@
 """Fixtures shared by the test modules."""
 
+import os
+
 import pytest
 import torch
+
+# impl="auto" follows the static rules in tests (deterministic, no timing): measured dispatch is
+# switched on only by the tuning tests themselves (tests/test_tuning.py). Subprocesses inherit it.
+os.environ["RNNKIT_TUNE"] = "0"
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
-- "auto": the fastest of those that apply: native where torch has the model, except where the fused
-  kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference (the
-  convolutional cells among others: computing their input convolution for all steps at once was
-  measured slower on CPU, see docs/benchmarks.md).
+- "auto": the fastest of those that apply, measured once per case on this machine (``tuning.py``).
+  Where nothing is measured (``RNNKIT_TUNE=0``, tracing, DDP, state controls), the static rules:
+  native where torch has the model, except where the fused kernel was measured faster (GRU and
+  Elman on CPU float32 with oneDNN, big enough steps); else fused where rnnkit has a kernel (always
+  the scan for minGRU and minLSTM); else reference (the convolutional cells among others: computing
+  their input convolution for all steps at once was measured slower on CPU, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from ..cells import Cell
 from ..errors import InputError
-from . import compiled
+from . import compiled, tuning
 from .fused import fused_kernel, run_fused
 from .masks import Recurrence
 from .native import stack_is_native
@@ -105,6 +106,10 @@ def plan(
                 "reset masks or per-step states"
             )
         return Plan(None, (run_traced,) * len(cells))
+    if impl == "auto" and tuning.applies(x, recs):  # measured once per case and machine (tuning.py)
+        picked = tuning.choose(cells, merge, reference, x)
+        if picked is not None:
+            return Plan(picked.native_op, (picked.runner,) * len(cells) if picked.runner else ())
     if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
         if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
