@@ -864,6 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(func=cmd_bench)
+    from rnnkit import tune_cli  # `rnnkit tune` (measured dispatch); argparse only at import
+
+    tune_cli.add_parser(sub)
     return parser
 
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
+import math
 import os
 import platform
 import tempfile
@@ -53,9 +55,10 @@ ENV = "RNNKIT_TUNE"  # "0": no measuring, the static rules of dispatch.py
 ENV_FILE = "RNNKIT_TUNE_FILE"  # the tuning file to read and write instead of the cache's
 ENV_BUDGET = "RNNKIT_TUNE_BUDGET"  # seconds of timing per case (default BUDGET_S)
 FORMAT, VERSION = "rnnkit-tuning", 1
-BUDGET_S = 1.0
+BUDGET_S = 1.5
 MAX_STEPS = 32  # steps timed (at most): per-step costs decide; a longer run costs time, not information
-ROUNDS = (2, 7)  # rounds over the candidates: at least, at most
+ROUNDS = (3, 15)  # rounds over the candidates: at least, at most
+TIE = 1.05  # the static choice stands unless another candidate is faster by more than this
 
 _lock = threading.Lock()
 _memory: dict[str, str] = {}  # case key -> candidate name, this process
@@ -87,7 +90,8 @@ def _distributed() -> bool:
 
 def applies(x: Tensor, recs: Sequence[Any] | None) -> bool:
     """Whether ``auto`` may measure for input ``x`` (see the module docstring for when it may not)."""
-    return enabled() and recs is None and x.device.type == "cpu" and not _tracing() and not _distributed()
+    ok = enabled() and recs is None and x.device.type == "cpu" and x.shape[0] > 1
+    return ok and not _tracing() and not _distributed()  # one step (generation): per-call costs rule
 
 
 def machine() -> dict[str, Any]:
@@ -242,7 +246,7 @@ def measure(cells: Sequence[Cell], cands: Sequence[Candidate], x: Tensor, budget
     timers = {
         cand.name: [(_cell_timer(c, cand, x, train, gen), n) for c, n in distinct.values()] for cand in cands
     }
-    best = {name: float("inf") for name in timers}
+    best = {name: math.inf for name in timers}
     start = time.perf_counter()
     for rnd in range(-1, ROUNDS[1]):  # round -1: warm-up (packs weights, builds or loads the extension)
         for name, parts in timers.items():
@@ -340,29 +344,146 @@ def forget() -> None:
 # -- the choice ----------------------------------------------------------------------------------------
 
 
-def choose(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> Candidate | None:
-    """The fastest candidate for this case: remembered, read from the tuning file, or measured now
-    (and recorded). None when only one candidate applies (then the static choice stands)."""
+def tune_case(
+    cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor, fresh: bool = False
+) -> tuple[Candidate, dict[str, Any]] | None:
+    """The fastest candidate for this case and its record (``{"choice", "ms"}``): remembered, read
+    from the tuning file, or measured now (and written there); ``fresh`` measures again. None when
+    only one candidate applies (then the static choice stands)."""
     global _file_cases
     cands = candidates(cells, merge, reference, x)
     if len(cands) < 2:
         return None
     by_name = {c.name: c for c in cands}
     key = case_key(cells, merge, x)
-    with _lock:
-        name = _memory.get(key)
-        if name is None:
-            if _file_cases is None:
-                _file_cases = read_cases()
-            name = _file_cases.get(key, {}).get("choice")
-        if name not in by_name:  # unknown, or recorded for another set of candidates: measure
+    with _lock:  # one measurement at a time in a process; other processes merge on write
+        if _file_cases is None:
+            _file_cases = read_cases()
+        entry = _file_cases.get(key, {"choice": _memory.get(key)})
+        if fresh or entry.get("choice") not in by_name:  # unknown, or for other candidates: measure
             seconds = measure(cells, cands, x)
-            name = min(seconds, key=seconds.get)
-            entry = {"choice": name, "ms": {k: round(v * 1e3, 3) for k, v in seconds.items()}}
+            name = min(seconds, key=seconds.__getitem__)
+            static = _static_name(cells, merge, reference, x)
+            if seconds.get(static, math.inf) <= TIE * seconds[name]:  # a near tie: keep the rule's path
+                name = static
+            ms = {k: round(v * 1e3, 3) for k, v in seconds.items()}
+            entry = {"choice": name, "static": static, "ms": ms}
             _file_cases[key] = entry
             try:
                 write_cases({key: entry})
             except OSError as e:  # a read-only cache: keep the choice for this process
                 _warn_once("write", f"rnnkit: could not write the tuning file {path()} ({e})")
-        _memory[key] = name
-    return by_name[name]
+        _memory[key] = entry["choice"]
+    return by_name[entry["choice"]], entry
+
+
+def choose(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> Candidate | None:
+    """What ``dispatch.plan`` asks: the fastest candidate (see :func:`tune_case`), or None."""
+    key = case_key(cells, merge, x)
+    name = _memory.get(key)  # the common case: no lock, no file, no candidate search beyond this
+    if name is not None:
+        for cand in candidates(cells, merge, reference, x):
+            if cand.name == name:
+                return cand
+    found = tune_case(cells, merge, reference, x)
+    return found[0] if found is not None else None
+
+
+# -- ahead of time: `rnnkit tune` ------------------------------------------------------------------------
+
+GRID_CELLS = ("lstm", "gru", "rnn", "lstm-layernorm", "gru-textbook", "lstm-peephole", "mingru")
+
+
+def _grid_layer(name: str, H: int, layers: int) -> torch.nn.Module:
+    from ..cells import GRUCell, LSTMCell, registry
+    from ..layers import Recurrent
+
+    extra = {
+        "lstm-layernorm": lambda: LSTMCell(H, H, layer_norm=True),
+        "lstm-peephole": lambda: LSTMCell(H, H, peephole=True),
+        "gru-textbook": lambda: GRUCell(H, H, reset_after=False),
+    }
+    if name not in extra and name not in registry.CELLS:
+        raise ValueError(
+            f"cell must be one of {', '.join(GRID_CELLS)} (or {', '.join(registry.CELLS)}); got {name!r}"
+        )
+    cell = extra[name]() if name in extra else registry.build(name, H, H)
+    return Recurrent(cell, num_layers=layers)
+
+
+def _static_name(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> str:
+    from .dispatch import plan
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    try:
+        chosen = plan(cells, merge, "auto", reference, x)
+    finally:
+        if old is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = old
+    if chosen.native_op is not None:
+        return "native"
+    runner = chosen.runners[0]
+    return {run_fused: "fused", run_scan: "scan"}.get(runner, "reference")
+
+
+def tune_grid(
+    cells: Sequence[str] = ("lstm", "gru", "rnn"),
+    batches: Sequence[int] = (1, 16, 64),
+    hiddens: Sequence[int] = (128, 256, 512),
+    layers: Sequence[int] = (1,),
+    modes: Sequence[str] = ("infer", "train"),
+    dtypes: Sequence[torch.dtype] = (torch.float32,),
+    seq_len: int = 100,
+    fresh: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fill the tuning file for a grid of cases (``rnnkit tune``): one row per case with the choice,
+    what the static rules would have run (``static``), and each candidate's time (ms, forward or
+    forward + backward of ``min(seq_len, MAX_STEPS)`` steps; empty when the case has one candidate).
+    Cases already in the file are read back, not measured again, unless ``fresh``."""
+    from ..layers.recurrent import run_cell
+
+    for m in modes:
+        if m not in ("infer", "train"):
+            raise ValueError(f"mode must be 'infer' or 'train', got {m!r}")
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for name, n_layers, H, B, dtype, mode in itertools.product(
+        cells, layers, hiddens, batches, dtypes, modes
+    ):
+        layer = _grid_layer(name, H, n_layers).to(dtype)
+        layer.requires_grad_(mode == "train")
+        stack = layer.layer_cells()
+        x = torch.randn(seq_len, B, H, generator=gen).to(dtype)
+        with torch.set_grad_enabled(mode == "train"):
+            static = _static_name(stack, layer.merge, run_cell, x)
+            found = tune_case(stack, layer.merge, run_cell, x, fresh=fresh)
+        choice, ms = (found[0].name, found[1].get("ms", {})) if found else (static, {})
+        row = {"cell": name, "layers": n_layers, "H": H, "B": B, "dtype": str(dtype).removeprefix("torch."),
+               "mode": mode, "choice": choice, "static": static, "ms": ms}  # fmt: skip
+        rows.append(row)
+        if progress is not None:
+            progress(format_row(row))
+    return rows
+
+
+def format_row(row: dict[str, Any]) -> str:
+    ms = row["ms"]
+    gain = ms[row["static"]] / ms[row["choice"]] if row["static"] in ms and ms.get(row["choice"]) else 1.0
+    times = "  ".join(f"{k} {v:.2f}" for k, v in ms.items())
+    return (
+        f"{row['cell']:<15} {row['layers']:>2} {row['H']:>5} {row['B']:>4} {row['dtype']:<9} {row['mode']:<6}"
+        f" {row['choice']:<13} {row['static']:<13} {gain:>5.2f}x  {times}"
+    )
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`tune_grid` as text: ``gain`` = static path's time / chosen path's time."""
+    head = (
+        f"{'cell':<15} {'L':>2} {'H':>5} {'B':>4} {'dtype':<9} {'mode':<6} {'choice':<13} {'static':<13}"
+        f" {'gain':>6}  ms per candidate"
+    )
+    return "\n".join([head, *(format_row(r) for r in rows)])
