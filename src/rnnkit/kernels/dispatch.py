@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..cells import Cell
 from ..errors import InputError
-from . import compiled, tuning
+from . import compiled, precision, tuning
 from .fused import fused_kernel, run_fused
 from .masks import Recurrence
 from .native import stack_is_native
@@ -93,7 +93,23 @@ def plan(
     """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
     per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
     these, so they take the fused kernels where those have them, else the reference loop; an option is
-    never dropped to reach a faster path."""
+    never dropped to reach a faster path. Under ``torch.autocast`` the fused kernels run in its lower
+    dtype (``precision.lowered``)."""
+    chosen = _plan(cells, merge, impl, reference, x, recs)
+    if precision.autocast_dtype(x) is None or chosen.native_op is not None:
+        return chosen
+    fused = (run_fused, tuning.run_fused_python)
+    return Plan(None, tuple(precision.lowered(r) if r in fused else r for r in chosen.runners))
+
+
+def _plan(
+    cells: Sequence[Cell],
+    merge: str,
+    impl: str,
+    reference: Callable,
+    x: Tensor,
+    recs: Sequence[Recurrence] | None,
+) -> Plan:
     if recs is not None and impl == "native":
         raise InputError(
             "impl='native' (torch's own op) cannot run state dropout, zoneout, reset masks or return "

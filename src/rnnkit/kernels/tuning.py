@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell
-from . import compiled
+from . import compiled, precision
 from .fused import fused_kernel, run_fused
 from .native import run_native, stack_is_native
 from .scan import run_scan, scan_kernel
@@ -191,7 +191,8 @@ def candidates(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor
         out.append(Candidate("scan", None, run_scan))
     elif all(fused_kernel(c) is not None for c in cells):
         out.append(Candidate("fused", None, run_fused))
-        if compiled.runs_for(x):  # "fused" runs the compiled loops; their Python twins compete too
+        if compiled.runs_for(x) and precision.autocast_dtype(x) is None:  # compiled loops: their
+            # Python twins compete too (under autocast both run bf16, which the Python loops run)
             out.append(Candidate("fused-python", None, run_fused_python))
     if op is None:  # torch's op, where it applies, is never slower than the Python reference loop
         out.append(Candidate("reference", None, reference))
@@ -222,8 +223,10 @@ def _cell_timer(
                     else type(state)(*(s.unsqueeze(0) for s in state))
                 )
                 y, _ = run_native(cand.native_op, [cell], xs, st, None, 1, False, 0.0, False)
-            else:
-                y, _ = cand.runner(cell, xs, state, None)
+            else:  # under autocast the fused kernels run bf16, as plan runs them
+                lower = cand.name in ("fused", "fused-python")
+                runner = precision.lowered(cand.runner) if lower else cand.runner
+                y, _ = runner(cell, xs, state, None)
             if train:
                 torch.autograd.grad(y, [xs, *params], torch.ones_like(y), allow_unused=True)
         return time.perf_counter() - start
