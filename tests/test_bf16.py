@@ -1,8 +1,9 @@
 """bfloat16: every path with bf16 parameters and inputs, and under torch.autocast, against float64.
 
 Tolerances (T=16, |h| <= 1; the reference has the same bf16-rounded weights and input): outputs within
-0.03 absolute, every parameter's and the input's gradient within 5% relative (2-norm). bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 0.002), so a
-step rounds at ~0.002-0.004 and errors grow slowly with T; a wrong gate or a missed term costs 0.1+.
+0.03 absolute, every parameter's and the input's gradient within 5% relative (2-norm). bf16 keeps 8
+bits of mantissa (relative rounding 2^-9 = 0.002), so a step rounds at ~0.002-0.004 and errors grow
+slowly with T; a wrong gate or a missed term costs 0.1+.
 (Layer-norm LSTMs at random initialisation are chaotic on random input: there a 1e-3 perturbation of
 the input grows to 0.8 by T=100 even in float64, so long sequences cannot be compared step by step.)
 """
@@ -111,11 +112,15 @@ def test_a_wrong_result_fails_the_tolerance():
     assert (model.bfloat16()(x.bfloat16())[0].double() - y_ref).abs().max().item() > OUT_ATOL
 
 
-def test_precision_switch():
-    assert isinstance(precision.autocast("fp32"), type(precision.autocast("fp32")))
-    with precision.autocast("bf16") if precision.bf16_fast() else pytest.warns(RuntimeWarning):
-        with precision.autocast("bf16"):
-            assert torch.is_autocast_enabled("cpu")
-            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+def test_precision_switch(monkeypatch):
+    with precision.autocast("fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(precision, "bf16_fast", lambda device="cpu": True)
+    with precision.autocast("bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(precision, "bf16_fast", lambda device="cpu": False)  # a CPU without bf16 units
+    monkeypatch.setattr(precision, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="no bf16 hardware"), precision.autocast("bf16"):
+        assert torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
         precision.autocast("fp16")
