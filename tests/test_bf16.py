@@ -20,6 +20,9 @@ OUT_ATOL, GRAD_RTOL = 0.03, 0.05
 # the layer-norm LSTM amplifies any rounding (see above; reference loop and fused kernel alike), so
 # its bound is wider
 LOOSE = {"LSTM layernorm": (0.12, 0.15)}
+# pure bf16 on the reference loop: autograd sums each weight's gradient over the steps in bf16
+# (the fused kernels and autocast's fp32 master weights sum in float32)
+REFERENCE_BF16_GRAD_RTOL = 0.1
 
 MODELS = {
     "LSTM": lambda impl: rnn.LSTM(F, H, 2, impl=impl),
@@ -80,6 +83,8 @@ def test_bf16_against_float64(name, impl, mode):
             y = model(xs)[0]
     y.backward(g.to(y.dtype))
     out_atol, grad_rtol = LOOSE.get(name, (OUT_ATOL, GRAD_RTOL))
+    if impl == "reference" and mode == "bf16":
+        grad_rtol = max(grad_rtol, REFERENCE_BF16_GRAD_RTOL)
     assert (y.double() - y_ref).abs().max().item() < out_atol
     params = list(model.parameters())
     for p, r in zip(params + [xs], grads_ref, strict=True):

@@ -486,6 +486,7 @@ TRAINING_OPTIONS = {
     "bptt_window": "bptt_window", "accumulate": "accumulate", "teacher_forcing": "teacher_forcing",
     "tf_k": "tf_k", "tf_c": "tf_c", "tf_floor": "tf_floor", "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every", "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
+    "precision": "precision",
 }  # fmt: skip
 
 
@@ -531,6 +532,10 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
     )  # fmt: skip
     g = p.add_argument_group("training")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
+    g.add_argument(
+        "--precision", choices=("fp32", "bf16"),
+        help="fp32 (default), or bf16: mixed precision (autocast to bfloat16, float32 master weights)",
+    )  # fmt: skip
     g.add_argument("--weight-decay", type=float, help="AdamW's decoupled decay; an L2 term for the others")
     g.add_argument("--momentum", type=float, help="SGD's and RMSprop's (default 0.9)")
     g.add_argument("--schedule", choices=LR_SCHEDULES, help="learning rate after warmup (default constant)")

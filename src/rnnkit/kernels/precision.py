@@ -76,6 +76,22 @@ def _cast_rec(rec: Any, dtype: torch.dtype) -> Any:
     return dataclasses.replace(rec, state_mask=cast(rec.state_mask), zoneout=zone, init=init)
 
 
+def carried_state(state: Any, x: Tensor) -> Any:
+    """A user's state for input ``x`` under autocast: fields in autocast's dtype (a final state from
+    an earlier forward under autocast, as torch's ops return it) converted to ``x``'s dtype; anything
+    else (and everything outside autocast) as it came, for the state checks to judge."""
+    low = autocast_dtype(x)
+    if low is None or low == x.dtype or not isinstance(state, (Tensor, tuple)):
+        return state
+    fields = [
+        f.to(x.dtype) if isinstance(f, Tensor) and f.dtype == low else f
+        for f in ([state] if isinstance(state, Tensor) else state)
+    ]
+    if isinstance(state, Tensor):
+        return fields[0]
+    return tuple(fields) if type(state) is tuple else type(state)(*fields)
+
+
 def lowered(runner: Callable) -> Callable:
     """``runner`` (run_cell's signature) in autocast's lower dtype when autocast is on for a float32
     input; else ``runner`` itself, unchanged."""

@@ -25,6 +25,7 @@ from ..kernels.dispatch import IMPLS, plan
 from ..kernels.fused import record
 from ..kernels.masks import Recurrence, reset_in_processing_order, reverse_padded, step_mask
 from ..kernels.native import run_native
+from ..kernels.precision import carried_state
 from . import streaming
 from .regularization import Regularization, controls, dropout, dropped_weights
 
@@ -601,6 +602,7 @@ class Recurrent(nn.Module):
         """Check a user's initial state; return it batched, in the cell's state structure."""
         K = self.num_layers * self.num_directions
         prefix, spatial = (K, B) if batched else (K,), tuple(x.shape[3:])
+        state = carried_state(state, x)  # from a forward under autocast it may come in bf16
         state = check_state(state, cell.state_size, prefix, x, self._name(), batched, spatial)
         return state if batched else map_state(lambda s: s.unsqueeze(1), state)
 

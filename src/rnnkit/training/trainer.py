@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..errors import InputError, TrainingError, check_int
+from ..kernels import precision
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .schedules import (
@@ -95,6 +96,9 @@ class TrainConfig:
         minutes: a wall-time budget for this process: training stops after the first step past it (with a
             final validation and checkpoint), even before ``steps``; a resumed run gets a fresh budget.
         plots: draw loss.png, grad_norm.png and lr.png in the run directory at the end.
+        precision: "fp32" (default) or "bf16": each training step's forward runs under
+            ``torch.autocast`` to bfloat16 over float32 master weights (gradients and optimizer state
+            stay float32; see ``kernels/precision.py``); validation runs in float32.
     """
 
     steps: int = 1000
@@ -128,6 +132,7 @@ class TrainConfig:
     log_every: int = 10
     minutes: float | None = None
     plots: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
@@ -153,6 +158,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, LR_SCHEDULES)
         _check_choice("teacher_forcing", self.teacher_forcing, TEACHER_FORCING)
+        _check_choice("precision", self.precision, precision.PRECISIONS)
         _check_real("lr", self.lr, positive=True)
         for name in ("weight_decay", "momentum", "min_lr_ratio", "tf_floor"):
             _check_real(name, getattr(self, name), positive=False)
@@ -307,7 +313,8 @@ def _fit(
             model.train()
             ratio = config.teacher_forcing_at(step)
             optimizer.zero_grad(set_to_none=True)
-            loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
+            with precision.autocast(config.precision, device):  # bf16: mixed precision (or nothing)
+                loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
             # clip by global norm: g <- min(1, theta / ||g||) g. It returns the norm BEFORE clipping,
             # the number worth watching (spikes mean exploding gradients). With clipping off, theta = inf
             # gives the norm and multiplies by 1.0 (exact). Gradients are already averaged over ranks.
