@@ -7,7 +7,7 @@ Contenders are alternated round by round after a warm-up; the median of ``--repe
 reported, and every speedup is against the row's fp32 baseline (torch.nn fp32; for the layer-norm
 LSTM, rnnkit fp32). The machine's load average is recorded before and after.
 
-    python benchmarks/bf16.py [--repeats 5] [--json FILE] [--tune]
+    python benchmarks/bf16.py [--repeats 5] [--threads N] [--json FILE] [--tune]
 
 By default measured dispatch is off (RNNKIT_TUNE=0: the static rules, so the run is reproducible);
 ``--tune`` lets ``impl="auto"`` measure as a user's process would.
@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["LSTM", "GRU", "RNN", "LSTM layernorm"])
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--tune", action="store_true", help="let impl='auto' measure (RNNKIT_TUNE on)")
+    p.add_argument("--threads", type=int, help="torch threads (1 is steadier on a busy machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.tune:
         os.environ["RNNKIT_TUNE"] = "0"
     from rnnkit import bench
