@@ -27,6 +27,7 @@ foreign file is ignored with one warning (and replaced on the next write).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -61,7 +62,7 @@ ROUNDS = (3, 15)  # rounds over the candidates: at least, at most
 TIE = 1.05  # the static choice stands unless another candidate is faster by more than this
 
 _lock = threading.Lock()
-_memory: dict[str, str] = {}  # case key -> candidate name, this process
+_memory: dict[str, Candidate] = {}  # case key -> the chosen candidate, this process
 _file_cases: dict[str, dict[str, Any]] | None = None  # the file's cases, read once per process
 _warned: set[str] = set()
 
@@ -94,21 +95,26 @@ def applies(x: Tensor, recs: Sequence[Any] | None) -> bool:
     return ok and not _tracing() and not _distributed()  # one step (generation): per-call costs rule
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu() -> tuple[str, str]:
+    """The CPU's model name and a hash of its feature flags (from /proc/cpuinfo where there is one)."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            found.setdefault(key.strip(), value.strip())
+    flags = " ".join(sorted(found.get("flags", "").split()))
+    return found.get("model name", platform.processor()), hashlib.sha1(flags.encode()).hexdigest()[:12]
+
+
 def machine() -> dict[str, Any]:
     """What the tuning file is keyed by: a choice measured here holds for another process here."""
     from .. import __version__
 
-    cpu, flags = platform.processor(), ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in ("", platform.processor()):
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value.strip()
+    cpu, flags = _cpu()
     return {
         "cpu": cpu,
-        "cpu_flags": hashlib.sha1(" ".join(sorted(flags.split())).encode()).hexdigest()[:12],
+        "cpu_flags": flags,
         "capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -160,7 +166,8 @@ def case_key(cells: Sequence[Cell], merge: str, x: Tensor) -> str:
     sigs = [_cell_signature(c) for c in cells]
     stack = sigs[0] if len(set(sigs)) == 1 else " / ".join(sigs)
     mode = "train" if training(cells, x) else "infer"
-    return f"{stack} x{len(cells)} merge={merge} | {x.device.type} {dtype} B<={bucket(x.shape[1])} {mode}"
+    where = f"{x.device.type} {dtype} B<={bucket(x.shape[1])} {mode} threads={torch.get_num_threads()}"
+    return f"{stack} x{len(cells)} merge={merge} | {where}"
 
 
 # -- the candidates -----------------------------------------------------------------------------------
@@ -362,7 +369,8 @@ def tune_case(
     with _lock:  # one measurement at a time in a process; other processes merge on write
         if _file_cases is None:
             _file_cases = read_cases()
-        entry = _file_cases.get(key, {"choice": _memory.get(key)})
+        remembered = _memory.get(key)
+        entry = _file_cases.get(key, {"choice": remembered.name if remembered else None})
         if fresh or entry.get("choice") not in by_name:  # unknown, or for other candidates: measure
             seconds = measure(cells, cands, x)
             name = min(seconds, key=seconds.__getitem__)
@@ -376,18 +384,15 @@ def tune_case(
                 write_cases({key: entry})
             except OSError as e:  # a read-only cache: keep the choice for this process
                 _warn_once("write", f"rnnkit: could not write the tuning file {path()} ({e})")
-        _memory[key] = entry["choice"]
+        _memory[key] = by_name[entry["choice"]]
     return by_name[entry["choice"]], entry
 
 
 def choose(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> Candidate | None:
     """What ``dispatch.plan`` asks: the fastest candidate (see :func:`tune_case`), or None."""
-    key = case_key(cells, merge, x)
-    name = _memory.get(key)  # the common case: no lock, no file, no candidate search beyond this
-    if name is not None:
-        for cand in candidates(cells, merge, reference, x):
-            if cand.name == name:
-                return cand
+    cand = _memory.get(case_key(cells, merge, x))  # the common case: no lock, no file, no search
+    if cand is not None and (cand.runner is None or cand.name != "reference" or cand.runner is reference):
+        return cand
     found = tune_case(cells, merge, reference, x)
     return found[0] if found is not None else None
 
