@@ -96,7 +96,7 @@ class TrainConfig:
         minutes: a wall-time budget for this process: training stops after the first step past it (with a
             final validation and checkpoint), even before ``steps``; a resumed run gets a fresh budget.
         plots: draw loss.png, grad_norm.png and lr.png in the run directory at the end.
-        precision: "fp32" (default) or "bf16": each training step's forward runs under
+        precision: "fp32" (default) or "bf16": each training step (forward and backward) runs under
             ``torch.autocast`` to bfloat16 over float32 master weights (gradients and optimizer state
             stay float32; see ``kernels/precision.py``); validation runs in float32.
     """
