@@ -1,6 +1,6 @@
 """`rnnkit tune`: measure ``impl="auto"``'s choices for a grid of cases ahead of time and print them.
 
-The command table registers it with :func:`add_parser`; :func:`cmd_tune` validates and calls
+The command table registers its flags with :func:`register`; :func:`cmd_tune` validates and calls
 :func:`rnnkit.kernels.tuning.tune_grid`, which writes the tuning file later processes read.
 """
 
@@ -13,12 +13,8 @@ import sys
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``tune`` to the CLI's subcommands."""
-    p = sub.add_parser(
-        "tune",
-        help="time impl='auto''s candidates for a grid of cases and record the fastest for this machine",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """The flags of ``rnnkit tune`` (the command table calls this on first use)."""
     p.add_argument(
         "--cell",
         nargs="+",
@@ -57,8 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=100, help="T of the inputs (at most 32 steps are timed)")
     p.add_argument("--fresh", action="store_true", help="measure again cases the tuning file already has")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_tune)
-    return p
+    p.set_defaults(func=cmd_tune)  # fmt: skip
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
