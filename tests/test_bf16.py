@@ -137,8 +137,9 @@ def test_training_in_bf16_learns_like_fp32(tmp_path, one_thread):
     import json
     import math
 
+    from rnnkit.apps.lm.run import train_lm
     from rnnkit.models import LanguageModel, LMConfig
-    from rnnkit.training.trainer import TrainConfig, train_lm
+    from rnnkit.training.config import TrainConfig
 
     ids = torch.tensor([0, 1, 2, 3, 1, 2, 0, 3, 2, 1] * 150)
     valid = {}
