@@ -21,7 +21,7 @@ PRECISIONS = ("fp32", "bf16")  # kernels/precision.PRECISIONS (repeated: no torc
 # stream to truncate, teacher forcing only for models that feed back their own predictions.
 OPTIMIZER_FLAGS = ("optimizer", "weight_decay", "momentum", "schedule", "warmup_steps",
                    "min_lr_ratio", "step_size", "gamma", "plateau_patience", "patience", "clip_norm",
-                   "clip_value")  # fmt: skip
+                   "clip_value", "precision")  # fmt: skip
 BPTT_FLAGS = ("bptt_window", "accumulate")
 SAMPLING_FLAGS = ("teacher_forcing", "tf_k", "tf_c", "tf_floor")
 CHECKPOINT_FLAGS = ("eval_every", "checkpoint_every", "keep_last", "max_bad_steps", "plots")
