@@ -9,6 +9,11 @@ import torch
 # switched on only by the tuning tests themselves (tests/test_tuning.py). Subprocesses inherit it.
 os.environ["RNNKIT_TUNE"] = "0"
 
+# Without a GPU, Triton's kernels (kernels/gpu_triton.py) run on CPU tensors in its interpreter, which
+# has to be chosen before triton is first imported (torch itself may import it).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture
 def one_thread():

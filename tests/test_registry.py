@@ -96,8 +96,8 @@ def test_a_function_can_be_declared_directly_and_bad_kinds_are_refused():
 
     cell = Declared(3, 4)
     assert paths(cell)["native"] == "rnn_tanh" and calls == [cell]
-    with pytest.raises(ValueError, match="kind must be one of native, fused, step, scan; got 'gpu'"):
-        fast_path(cell, "gpu")
+    with pytest.raises(ValueError, match="kind must be one of native, fused, step, scan, gpu; got 'onnx'"):
+        fast_path(cell, "onnx")
 
 
 def test_cells_import_no_kernels():

@@ -2,7 +2,7 @@
 
 Cells written from their equations (:mod:`rnnkit.cells`: Elman, Jordan, LSTM, GRU, minGRU, minLSTM),
 one Recurrent layer that runs any cell over time (:class:`Recurrent`), and drop-ins for torch.nn's RNN,
-LSTM and GRU (:mod:`rnnkit.nn`).
+LSTM, GRU and their cells (:mod:`rnnkit.nn`).
 
 Names are imported on first use (PEP 562), so ``rnnkit --help`` does not pay for importing torch.
 """

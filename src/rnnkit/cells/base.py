@@ -29,11 +29,17 @@ from ..errors import check
 State: TypeAlias = Any
 StateSize: TypeAlias = Any
 
+
+def identity(x: Tensor) -> Tensor:
+    """The identity activation (a named function, not a lambda, so cells using it pickle)."""
+    return x
+
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
-    "identity": lambda x: x,
+    "identity": identity,
 }
 
 
@@ -183,6 +189,8 @@ class FastPaths:
             (``kernels/steps.py``).
         scan: ``(cell, x) -> (a, b)``: the coefficients of ``h_t = a_t h_{t-1} + b_t`` for all steps of
             x (T, B, F), for cells whose recurrence is linear in the state (``kernels/scan.py``).
+        gpu: ``(cell, rec) -> runner``: the fused Triton kernels for CUDA tensors with ``rec``'s state
+            dropout and zoneout (``kernels/gpu_fused.py``).
     """
 
     native: Ref = None
@@ -190,6 +198,7 @@ class FastPaths:
     compiled: str | None = None
     step: Ref = None
     scan: Ref = None
+    gpu: Ref = None
 
 
 class Cell(nn.Module):

@@ -40,6 +40,7 @@ class ElmanCell(Cell):
         fused="rnnkit.kernels.fused.elman:elman_kernel",
         compiled="elman",
         step="rnnkit.kernels.steps:elman_step",
+        gpu="rnnkit.kernels.gpu_fused:elman_gpu",
     )
 
     def __init__(

@@ -37,6 +37,7 @@ class GRUCell(Cell):
         fused="rnnkit.kernels.fused.gru:gru_kernel",
         compiled="gru",
         step="rnnkit.kernels.steps:gru_step",
+        gpu="rnnkit.kernels.gpu_fused:gru_gpu",
     )
 
     def __init__(

@@ -47,6 +47,7 @@ class LSTMCell(Cell):
         fused="rnnkit.kernels.fused.lstm:lstm_kernel",
         compiled="lstm",
         step="rnnkit.kernels.steps:lstm_step",
+        gpu="rnnkit.kernels.gpu_fused:lstm_gpu",
     )
 
     def __init__(

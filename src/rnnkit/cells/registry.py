@@ -81,7 +81,7 @@ def _resolve(ref: str) -> Callable[..., Any]:
 
 def fast_path(cell: Cell, kind: str) -> Callable[..., Any] | None:
     """The function ``cell``'s class declares for ``kind`` (one of :data:`KINDS`: native, fused, step,
-    scan), imported on first use, or None."""
+    scan, gpu), imported on first use, or None."""
     key = (type(cell), kind)
     try:
         return _FOUND[key]  # dispatch asks at every forward: one dict lookup

@@ -5,6 +5,9 @@
 - "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
   ``fused/`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
+- on CUDA, "fused" and "auto" take the Triton kernels of ``gpu_fused.py`` where they cover the cell and
+  its options; "auto" keeps cuDNN (torch's op) for the plain cells except where ``gpu_fused.GPU_WINS``
+  recorded the kernels faster.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
 - "auto": the fastest of those that apply, measured once per case on this machine (``tuning.py``).
@@ -31,6 +34,7 @@ from ..cells.registry import fast_path, fast_paths
 from ..errors import InputError
 from . import compiled, precision, tuning
 from .fused import fused_kernel, run_fused
+from .gpu_fused import prefer_gpu, run_gpu, supports
 from .masks import Recurrence
 from .native import native_op, stack_is_native
 from .packed import MKLDNN
@@ -93,13 +97,14 @@ def plan(
     reference: Callable,
     x: Tensor,
     recs: Sequence[Recurrence] | None = None,
+    lengths: Tensor | None = None,
 ) -> Plan:
     """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
     per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
     these, so they take the fused kernels where those have them, else the reference loop; an option is
     never dropped to reach a faster path. Under ``torch.autocast`` the fused kernels run in its lower
     dtype (``precision.lowered``)."""
-    chosen = _plan(cells, merge, impl, reference, x, recs)
+    chosen = _plan(cells, merge, impl, reference, x, recs, lengths)
     if precision.autocast_dtype(x) is None or chosen.native_op is not None:
         return chosen
     fused = (run_fused, tuning.run_fused_python)
@@ -113,6 +118,7 @@ def _plan(
     reference: Callable,
     x: Tensor,
     recs: Sequence[Recurrence] | None,
+    lengths: Tensor | None,
 ) -> Plan:
     if recs is not None and impl == "native":
         raise InputError(
@@ -132,7 +138,8 @@ def _plan(
             return Plan(picked.native_op, (picked.runner,) * len(cells) if picked.runner else ())
     if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
-        if op is not None and not (impl == "auto" and prefer_fused(op, cells, x)):
+        faster = prefer_fused(op, cells, x) or prefer_gpu(op, cells, x, lengths)
+        if op is not None and not (impl == "auto" and faster):
             return Plan(op, ())
         if impl == "native":
             raise InputError(
@@ -140,6 +147,9 @@ def _plan(
                 f"tanh/relu Elman without readout, merge='concat'); got {type(cells[0]).__name__} "
                 f"with merge={merge!r}. Use impl='auto', 'fused' or 'reference'."
             )
+    gpu = x.is_cuda and all(supports(c, recs[k] if recs else None, x) for k, c in enumerate(cells))
+    if impl in ("auto", "fused") and gpu:  # the Triton kernels (kernels/gpu_fused.py)
+        return Plan(None, (run_gpu,) * len(cells))
     if impl in ("auto", "fused"):
         if recs is None and all(scan_kernel(c) is not None for c in cells):
             return Plan(None, (run_scan,) * len(cells))

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
 from ..cells.base import State
 from ..cells.registry import fast_path
+from .gpu_native import flatten_for_cudnn
 
 _OPS = {
     "lstm": getattr(torch._VF, "lstm", None),
@@ -73,6 +74,9 @@ def flat_weights(cells: Sequence[Cell]) -> list[Tensor]:
     return weights
 
 
+# Under torch.compile this runs eagerly (a graph break): inductor in torch 2.13 cannot lower the
+# op's oneDNN form (mkldnn_rnn_layer) when the weights need gradients, and it is one fused kernel already.
+@torch.compiler.disable
 def run_native(
     op: str,
     cells: Sequence[Cell],
@@ -90,6 +94,8 @@ def run_native(
     """
     fn = _OPS[op]
     weights = flat_weights(cells)
+    if x.is_cuda:  # one buffer in cuDNN's layout, else the op copies the weights at every call
+        flatten_for_cudnn(op, cells, weights, bidirectional)
     has_bias = cells[0].bias_ih is not None
     hx = tuple(state) if op == "lstm" else state
     if lengths is None:

@@ -141,6 +141,9 @@ def scan_kernel(cell: Cell) -> Callable[[Cell, Tensor], tuple[Tensor, Tensor]] |
 # recycled by the allocator instead of mapped page by page. Measured 1.15-1.7x faster than one block
 # for T >= 2048 at B=16, H=256 in training, the same for T <= 512 (docs/benchmarks.md).
 BLOCK_ELEMENTS = 1 << 20
+# On a GPU the cache argument does not hold (a block of 32 steps is dozens of tiny launches), so the
+# whole sequence is one block up to this many elements (docs/gpu.md: minGRU T=4096, B=64, H=512).
+BLOCK_ELEMENTS_GPU = 1 << 28
 
 
 def run_scan(
@@ -160,7 +163,8 @@ def run_scan(
         x = reverse_padded(x, lengths)
     T, B = x.shape[:2]
     alive = step_mask(T, lengths)  # (T, B, 1) or None
-    steps = max(1, BLOCK_ELEMENTS // max(1, B * cell.hidden_size))  # B may be 0
+    block = BLOCK_ELEMENTS if x.device.type == "cpu" else BLOCK_ELEMENTS_GPU
+    steps = max(1, block // max(1, B * cell.hidden_size))  # B may be 0
     hs, h = [], state
     # split, not slices: autograd turns each slice into a full (T, B, F) gradient
     for i, x_block in enumerate(x.split(steps)):

@@ -354,7 +354,7 @@ class Recurrent(nn.Module):
         reg, training = self.regularization, self.training
         T = x.shape[0]
         recs = controls(reg, initial or states, T, training, reset, trace is not None)
-        chosen = plan(cells, self.merge, self.impl, run_cell, x, recs)
+        chosen = plan(cells, self.merge, self.impl, run_cell, x, recs, lengths)
         plain = recs is None and not reg.active(training)
         # the shortcut's own condition first: under tracing (impl != auto) T is never inspected
         if self._one_step_is_faster() and plain and T == 1 and lengths is None:

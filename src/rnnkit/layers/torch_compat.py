@@ -23,6 +23,7 @@ from ..cells import Cell, ElmanCell, GRUCell, LSTMCell
 from ..cells.base import State
 from ..errors import check_bool, check_int
 from .recurrent import Recurrent
+from .torch_cells import no_torchscript
 
 # rnnkit's options beyond torch's arguments, passed to Recurrent._configure_state (all off by default)
 STATE_OPTIONS = (
@@ -149,6 +150,10 @@ class _TorchRNN(Recurrent):
 
     def flatten_parameters(self) -> None:
         """A no-op, kept for torch compatibility (rnnkit never needs a flat weight buffer)."""
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        no_torchscript(self)  # raises, naming what to use instead
+        return self
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -44,6 +44,9 @@ def fused_kernel(cell: Cell, rec: Recurrence | None = None) -> Callable[..., Ste
     return choose(cell, rec) if choose is not None else None
 
 
+# Under torch.compile this runs eagerly (a graph break): inductor cannot lower the packed oneDNN
+# products (mkldnn._linear_pointwise on a view), and the kernel has its own analytic backward anyway.
+@torch.compiler.disable
 def run_fused(
     cell: Cell,
     x: Tensor,
