@@ -5,6 +5,10 @@ import os
 import pytest
 import torch
 
+# impl="auto" follows the static rules in tests (deterministic, no timing): measured dispatch is
+# switched on only by the tuning tests themselves (tests/test_tuning.py). Subprocesses inherit it.
+os.environ["RNNKIT_TUNE"] = "0"
+
 # Without a GPU, Triton's kernels (kernels/gpu_triton.py) run on CPU tensors in its interpreter, which
 # has to be chosen before triton is first imported (torch itself may import it).
 if not torch.cuda.is_available():

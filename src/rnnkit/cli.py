@@ -73,6 +73,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "rnnkit.commands.bench:register",
         "time rnnkit against torch.nn and a Python loop, side by side",
     ),
+    (
+        "tune",
+        "rnnkit.tune_cli:register",
+        "time impl='auto''s candidates for a grid of cases; record the fastest for this machine",
+    ),
 )
 ALIASES = {"generate": ["sample"], "train synthetic": ["task"]}  # the older names stay
 

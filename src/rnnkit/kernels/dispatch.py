@@ -10,11 +10,12 @@
   recorded the kernels faster.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
-- "auto": the fastest of those that apply: native where torch has the model, except where the fused
-  kernel is measured faster (GRU and Elman on CPU float32 with oneDNN, big enough steps); else fused
-  where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference (the
-  convolutional cells among others: computing their input convolution for all steps at once was
-  measured slower on CPU, see docs/benchmarks.md).
+- "auto": the fastest of those that apply, measured once per case on this machine (``tuning.py``).
+  Where nothing is measured (``RNNKIT_TUNE=0``, tracing, DDP, state controls), the static rules:
+  native where torch has the model, except where the fused kernel was measured faster (GRU and
+  Elman on CPU float32 with oneDNN, big enough steps); else fused where rnnkit has a kernel (always
+  the scan for minGRU and minLSTM); else reference (the convolutional cells among others: computing
+  their input convolution for all steps at once was measured slower on CPU, see docs/benchmarks.md).
 
 Which of these a cell has, its class declares (``fast_paths``, see ``cells/base.FastPaths``); this
 module asks through ``native.native_op``, ``fused.fused_kernel`` and ``scan.scan_kernel``.
@@ -31,7 +32,7 @@ from torch import Tensor
 from ..cells import Cell
 from ..cells.registry import fast_path, fast_paths
 from ..errors import InputError
-from . import compiled
+from . import compiled, precision, tuning
 from .fused import fused_kernel, run_fused
 from .gpu_fused import prefer_gpu, run_gpu, supports
 from .masks import Recurrence
@@ -101,7 +102,24 @@ def plan(
     """Choose for input ``x`` (T, B, F). ``recs``: this forward's state dropout, zoneout, resets or
     per-step states, one per layer and direction (None: the plain recurrence). torch's op has none of
     these, so they take the fused kernels where those have them, else the reference loop; an option is
-    never dropped to reach a faster path."""
+    never dropped to reach a faster path. Under ``torch.autocast`` the fused kernels run in its lower
+    dtype (``precision.lowered``)."""
+    chosen = _plan(cells, merge, impl, reference, x, recs, lengths)
+    if precision.autocast_dtype(x) is None or chosen.native_op is not None:
+        return chosen
+    fused = (run_fused, tuning.run_fused_python)
+    return Plan(None, tuple(precision.lowered(r) if r in fused else r for r in chosen.runners))
+
+
+def _plan(
+    cells: Sequence[Cell],
+    merge: str,
+    impl: str,
+    reference: Callable,
+    x: Tensor,
+    recs: Sequence[Recurrence] | None,
+    lengths: Tensor | None,
+) -> Plan:
     if recs is not None and impl == "native":
         raise InputError(
             "impl='native' (torch's own op) cannot run state dropout, zoneout, reset masks or return "
@@ -114,6 +132,10 @@ def plan(
                 "reset masks or per-step states"
             )
         return Plan(None, (run_traced,) * len(cells))
+    if impl == "auto" and tuning.applies(x, recs):  # measured once per case and machine (tuning.py)
+        picked = tuning.choose(cells, merge, reference, x)
+        if picked is not None:
+            return Plan(picked.native_op, (picked.runner,) * len(cells) if picked.runner else ())
     if impl in ("auto", "native") and recs is None:
         op = stack_is_native(cells, merge)
         faster = prefer_fused(op, cells, x) or prefer_gpu(op, cells, x, lengths)

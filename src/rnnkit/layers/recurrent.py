@@ -22,6 +22,7 @@ from ..errors import check, check_bool, check_int, check_probability
 from ..kernels.dispatch import IMPLS, plan
 from ..kernels.masks import Recurrence, reverse_padded
 from ..kernels.native import run_native
+from ..kernels.precision import carried_state
 from . import streaming
 from .checks import (
     check_cell,
@@ -315,6 +316,7 @@ class Recurrent(nn.Module):
         if state is None:
             states = initial
         else:
+            state = carried_state(state, x)  # from a forward under autocast it may come in bf16
             state = check_layer_state(self._name(), state, cells[0], len(cells), B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 

@@ -15,12 +15,13 @@ from .sampling import TEACHER_FORCING, teacher_forcing_ratio
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+PRECISIONS = ("fp32", "bf16")  # kernels/precision.PRECISIONS (repeated: no torch import for --help)
 
 # The flags every training command shares, in the order --help lists them; BPTT only where there is a
 # stream to truncate, teacher forcing only for models that feed back their own predictions.
 OPTIMIZER_FLAGS = ("optimizer", "weight_decay", "momentum", "schedule", "warmup_steps",
                    "min_lr_ratio", "step_size", "gamma", "plateau_patience", "patience", "clip_norm",
-                   "clip_value")  # fmt: skip
+                   "clip_value", "precision")  # fmt: skip
 BPTT_FLAGS = ("bptt_window", "accumulate")
 SAMPLING_FLAGS = ("teacher_forcing", "tf_k", "tf_c", "tf_floor")
 CHECKPOINT_FLAGS = ("eval_every", "checkpoint_every", "keep_last", "max_bad_steps", "plots")
@@ -76,6 +77,9 @@ class TrainConfig:
     minutes: float | None = option(None, "wall-time budget: stop (and save) after this long")
     plots: bool = option(True, "do not draw loss.png, grad_norm.png, lr.png", flag="--no-plots",
                          action="store_false")  # fmt: skip
+    precision: str = option("fp32", "bf16: each training step under torch.autocast to bfloat16 over "
+                            "float32 master weights (kernels/precision.py); validation in float32",
+                            choices=PRECISIONS)  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
@@ -101,6 +105,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, LR_SCHEDULES)
         _check_choice("teacher_forcing", self.teacher_forcing, TEACHER_FORCING)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_real("lr", self.lr, positive=True)
         for name in ("weight_decay", "momentum", "min_lr_ratio", "tf_floor"):
             _check_real(name, getattr(self, name), positive=False)

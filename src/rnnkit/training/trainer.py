@@ -40,6 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import InputError, TrainingError
+from ..kernels import precision
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
@@ -218,7 +219,8 @@ def _optimizer_step(net: nn.Module, model: nn.Module, task: Task, config: TrainC
     model.train()
     ratio = config.teacher_forcing_at(step)
     optimizer.zero_grad(set_to_none=True)
-    loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
+    with precision.autocast(config.precision, device):  # bf16: mixed precision (or nothing)
+        loss, extra = _accumulate(net, task, ratio, config.accumulate, world)
     # clip by global norm: g <- min(1, theta / ||g||) g. It returns the norm BEFORE clipping,
     # the number worth watching (spikes mean exploding gradients). With clipping off, theta = inf
     # gives the norm and multiplies by 1.0 (exact). Gradients are already averaged over ranks.
