@@ -177,6 +177,10 @@ def cmd_train_spell(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Gradient flow, Jacobians, gates, hidden-state PCA or unit activations, as a PNG and numbers."""
+    if args.kind == "attention":  # a text classifier's attention pooling
+        from rnnkit import text_classify_cli
+
+        return text_classify_cli.attention(args)
     from rnnkit.diagnostics.commands import diagnose
 
     units = None
@@ -250,9 +254,13 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     """Train a sequence classifier on a .ts file; report train and test accuracy."""
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args.nproc, args.argv)
-    from rnnkit import classify
+    from rnnkit import classify, text_classify_cli
+    from rnnkit.data.labelled_text import is_text_file
     from rnnkit.training import distributed
 
+    if is_text_file(args.train):  # .csv/.tsv/.jsonl: text classification
+        return text_classify_cli.train(args, _training_overrides(args))
+    text_classify_cli.check_series_args(args)
     model_opts, train_opts = classify.options_from(
         args.model, cell=args.cell, hidden=args.hidden, layers=args.layers, bidirectional=args.bidirectional,
         pool=args.pool, dropout=args.dropout, input_noise=args.input_noise, batch_size=args.batch,
@@ -261,7 +269,7 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     _clip_off(args, train_opts)
     report = classify.train_classifier(
         args.train, args.test, args.out, model_opts, train_opts, epochs=args.epochs,
-        valid_fraction=args.valid_fraction, resume=args.resume, progress=not args.no_progress,
+        valid_fraction=args.valid_fraction or 0.0, resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
     if not distributed.is_main():
@@ -280,8 +288,12 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Label the series of a .ts file with a trained classifier (and score them if labelled)."""
-    from rnnkit import classify
+    from rnnkit import classify, text_classify_cli
 
+    if text_classify_cli.wants_text(args):
+        return text_classify_cli.predict(args)
+    if args.data is None:
+        raise ValueError("predict needs a .ts file of series to label (or --text for a text classifier)")
     report = classify.predict(args.run_dir, args.data, which=args.checkpoint)
     if args.json:
         print(json.dumps(report))
@@ -568,7 +580,7 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit import __version__  # no torch import: rnnkit's names load lazily
+    from rnnkit import __version__, text_classify_cli  # no torch import: rnnkit's names load lazily
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
@@ -618,9 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(tlm, bptt=True, sampling=True)
     tlm.set_defaults(func=cmd_train_lm)
 
-    tc = train.add_parser("classify", help="a sequence classifier on labelled series (.ts files)")
-    tc.add_argument("--train", required=True, help="a .ts file of labelled training series")
-    tc.add_argument("--test", help="a .ts file of labelled test series, scored once at the end")
+    tc = train.add_parser("classify", help="a classifier of labelled series (.ts) or texts (.csv, .jsonl)")
+    tc.add_argument(
+        "--train", required=True, help="labelled training data: a .ts file of series, or a .csv/.tsv/.jsonl "
+        "file of texts (columns text and label)",
+    )  # fmt: skip
+    tc.add_argument("--test", help="labelled test data of the same kind, scored once at the end")
     tc.add_argument("--out", required=True, help="the run directory to create (or resume)")
     tc.add_argument(
         "--model", choices=["rnn", "mlp"],
@@ -643,9 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="training only: Gaussian noise of this std added to the normalised inputs (default 0)",
     )  # fmt: skip
     tc.add_argument(
-        "--valid-fraction", type=float, default=0.0,
+        "--valid-fraction", type=float,
         help="hold out this fraction of each class for validation, the best checkpoint and --patience "
-        "(default 0: validate on the training series)",
+        "(default: .ts 0, validate on the training series; texts 0.1)",
     )  # fmt: skip
     length = tc.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps in all (default 800; mlp: 1000)")
@@ -656,14 +671,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; mlp: 1e-3 constant)",
     )  # fmt: skip
     tc.add_argument("--seed", type=int, help="random seed: initial weights, shuffling, dropout (default 0)")
+    text_classify_cli.add_train_options(tc)
     add_training_options(tc)
     tc.set_defaults(func=cmd_train_classify)
 
-    pr = sub.add_parser("predict", help="label series (.ts) with a trained classifier")
+    pr = sub.add_parser("predict", help="label series (.ts) or texts with a trained classifier")
     pr.add_argument("run_dir", help="a run directory made by `rnnkit train classify`")
     pr.add_argument(
-        "data", help="a .ts file; its class labels are optional (with them, accuracy is reported)"
-    )
+        "data", nargs="?",
+        help="a .ts file (or, for a text classifier, a file of texts); its labels are optional (with them, "
+        "accuracy is reported)",
+    )  # fmt: skip
+    text_classify_cli.add_predict_options(pr)
     pr.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.set_defaults(func=cmd_predict)
@@ -767,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.set_defaults(func=cmd_tag)
 
     dg = sub.add_parser("diagnose", help="look inside an RNN: gradient flow, Jacobians, gates, PCA, units")
-    dg.add_argument("kind", choices=["gradients", "jacobian", "gates", "pca", "units"])
+    dg.add_argument("kind", choices=["gradients", "jacobian", "gates", "pca", "units", "attention"])
     dg.add_argument("--run", help="a language-model run directory, or a classifier's (pca by class)")
     dg.add_argument("--data", help="with a classifier's --run: the .ts series (default its training set)")
     dg.add_argument("--task", choices=["adding", "copy", "binary_addition", "parity", "sine"],
