@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import time
 from pathlib import Path
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--pool", choices=["last", "mean", "max", "attention"], default="attention")
     parser.add_argument("--epochs", type=float, default=6.0, help="passes over the training passages")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-baselines", action="store_true", help="train the RNN only")
     args = parser.parse_args()
 
     import os
@@ -178,7 +180,7 @@ def main() -> None:
         counts = {g: sum(r[1] == g for r in rows) for g in GENRES}
         print(f"{name}: {len(rows)} passages from {len({r[2] for r in rows})} works, {counts}")
 
-    results = baselines(train, test)
+    results = {} if args.skip_baselines else baselines(train, test)
     model_opts, train_opts = text_classify.options_from(pool=args.pool, seed=args.seed)
     opts = text_classify.TextOptions(
         tokenizer=args.tokenizer, max_tokens=None if args.tokenizer == "word" else 400
@@ -200,6 +202,8 @@ def main() -> None:
     print(f"rnn: {report['steps']} steps in {report['elapsed_s']:.0f} s ({torch.get_num_threads()} threads, "
           f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), run in "
           f"{run_dir}")  # fmt: skip
+    results["rnn"]["load"] = [load, os.getloadavg()[0]]
+    (out / f"summary-{run_dir.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'classifier':14s} {'accuracy':>8s} {'macro F1':>8s}")
     for name, r in results.items():
         print(f"{name:14s} {r['accuracy']:8.4f} {r['macro_f1']:8.4f}")
