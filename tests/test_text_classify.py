@@ -361,3 +361,19 @@ def test_cli_subprocess_errors_have_no_traceback(tmp_path, trained):
     assert done.returncode == 2 and "needs --text" in done.stderr and "Traceback" not in done.stderr
     done = run_cli("predict", str(folder / "run"), "--text", "  ", "--json")
     assert done.returncode == 2 and "non-empty string" in done.stderr and done.stdout == ""
+
+
+def test_genre_example_keeps_only_spoken_lines():
+    import runpy
+
+    example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "classify_genre.py"))
+    play = (
+        "HAMLET\n\nPERSONS REPRESENTED.\n\nClaudius, King of Denmark.\n\nACT I.\n\nScene I. Elsinore.\n\n"
+        "[Francisco at his post. Enter\nto him Bernardo.]\n\nBer.\nWho's there?\n\nFirst Citizen.\n"
+        "Nay, answer me: stand, [Aside.] and unfold yourself.\n\nKING HENRY.\nLong live the king!\n"
+    )
+    lines = example["spoken_lines"](play, poem=False)
+    assert lines == ["Who's there?", "Nay, answer me: stand,  and unfold yourself.", "Long live the king!"]
+    poem = "A POEM\n\nby William Shakespeare\n\n\nI.\n\nFrom off a hill\nA plaintful story\n"
+    assert example["spoken_lines"](poem, poem=True) == ["From off a hill", "A plaintful story"]
+    assert example["passages"](["a b c", "d e", "f g h i", "j"], 4) == ["a b c\nd e", "f g h i"]
