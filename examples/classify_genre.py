@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40, help="words per passage, at least (default 40)")
     parser.add_argument("--per-work", type=int, default=170, help="training passages per play (default 170)")
     parser.add_argument("--tokenizer", choices=["word", "char"], default="word")
-    parser.add_argument("--pool", choices=["last", "mean", "max", "attention"], default="attention")
+    parser.add_argument("--pool", choices=["last", "mean", "max", "attention"], default="mean")
     parser.add_argument("--epochs", type=float, default=6.0, help="passes over the training passages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baselines", action="store_true", help="train the RNN only")

@@ -153,7 +153,8 @@ def test_report_matches_scikit_learn():
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_attention_sums_to_one_over_the_true_length_and_ignores_padding(cell):
     torch.manual_seed(0)
-    model = TextClassifier(TextClassifierConfig(30, 3, embed=8, cell=cell, hidden=6, layers=2)).eval()
+    config = TextClassifierConfig(30, 3, embed=8, cell=cell, hidden=6, layers=2, pool="attention")
+    model = TextClassifier(config).eval()
     lengths = torch.tensor([7, 3, 1, 5])
     tokens = torch.randint(0, 30, (4, 7))
     a = model.attention(tokens, lengths)  # (B, T)
@@ -217,7 +218,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-TINY = {"embed": 16, "hidden": 16, "dropout": 0.0}
+TINY = {"embed": 16, "hidden": 16, "dropout": 0.0, "pool": "attention"}
 TINY_TRAIN = {"steps": 150, "batch_size": 16, "lr": 1e-2, "warmup_steps": 10, "eval_every": 50,
               "checkpoint_every": 50, "plots": False}  # fmt: skip
 

@@ -642,8 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="rnn (default): recurrent stack + pooling; mlp: the baseline on the flattened padded series",
     )  # fmt: skip
     tc.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="the recurrent cell (default gru)")
-    tc.add_argument("--hidden", type=int, help="hidden size (default 96; mlp: units per layer, 500)")
-    tc.add_argument("--layers", type=int, help="stacked recurrent layers (default 2; mlp: hidden layers, 3)")
+    tc.add_argument("--hidden", type=int, help="hidden size (default 96; texts 64; mlp: units per layer 500)")
+    tc.add_argument(
+        "--layers", type=int, help="stacked recurrent layers (default 2; texts 1; mlp: hidden layers, 3)"
+    )
     tc.add_argument(
         "--bidirectional", action=argparse.BooleanOptionalAction, default=None,
         help="read each series both ways (default: on)",
@@ -668,7 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--batch", type=int, help="series per step (default 32)")
     tc.add_argument(
         "--lr", type=float,
-        help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; mlp: 1e-3 constant)",
+        help="peak learning rate (default 5e-3: 30 warmup steps, then cosine to 0; texts 3e-3; mlp: 1e-3 "
+        "constant)",
     )  # fmt: skip
     tc.add_argument("--seed", type=int, help="random seed: initial weights, shuffling, dropout (default 0)")
     text_classify_cli.add_train_options(tc)

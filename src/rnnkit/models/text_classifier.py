@@ -58,7 +58,7 @@ class TextClassifierConfig:
     hidden: int = 64
     layers: int = 1
     bidirectional: bool = True
-    pool: str = "attention"
+    pool: str = "mean"
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
