@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import re
 import time
@@ -168,7 +169,8 @@ def main() -> None:
 
     import torch
 
-    from rnnkit import text_classify
+    from rnnkit.apps.classify.config import TEXT_PRESET, TextOptions
+    from rnnkit.apps.classify.text import train_text_classifier
     from rnnkit.data import fetch_dataset
 
     folder = fetch_dataset("shakespeare", args.data)
@@ -186,13 +188,12 @@ def main() -> None:
         print(f"{name}: accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}", flush=True)
     if args.skip_rnn:
         return
-    model_opts, train_opts = text_classify.options_from(pool=args.pool, seed=args.seed)
-    opts = text_classify.TextOptions(
-        tokenizer=args.tokenizer, max_tokens=None if args.tokenizer == "word" else 400
-    )
+    model_opts = dataclasses.replace(TEXT_PRESET[0], pool=args.pool)
+    train_opts = dataclasses.replace(TEXT_PRESET[1], seed=args.seed)
+    opts = TextOptions(tokenizer=args.tokenizer, max_tokens=None if args.tokenizer == "word" else 400)
     run_dir = out / f"rnn-{args.tokenizer}-{args.pool}-seed{args.seed}"
     load, cpu = os.getloadavg()[0], time.process_time()
-    report = text_classify.train_text_classifier(
+    report = train_text_classifier(
         out / "train.csv",
         out / "test.csv",
         run_dir,

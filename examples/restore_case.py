@@ -10,7 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from rnnkit import tagging
+from rnnkit.apps import tag as tagging
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/shakespeare"))

@@ -18,7 +18,7 @@ def test_quick_preset_on_tinyshakespeare(tmp_path, monkeypatch):
     if not (SHARED / "tinyshakespeare.txt").is_file():
         pytest.skip("../shared/data is not here")
     monkeypatch.setenv("RNNKIT_DATA_DIR", str(SHARED))
-    from rnnkit import lm
+    from rnnkit.apps import lm
 
     model_opts, train_opts = lm.options_from("quick")
     start = time.perf_counter()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnkit.apps.tag.model import SequenceTagger, TaggerConfig
 from rnnkit.cli import main
 from rnnkit.data.casing import case_targets, letter_mask, rule_baseline, tag_scores
-from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 from rnnkit.training.batches import EpochBatches, random_windows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "shakespeare"

@@ -5,6 +5,7 @@ model, and the CLI (`train classify`, `predict --text`, `diagnose attention`) wi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import subprocess
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnkit import text_classify
+from rnnkit.apps.classify import text as text_classify
+from rnnkit.apps.classify.config import TEXT_PRESET, TextClassifierConfig, TextOptions
+from rnnkit.apps.classify.text_model import TextClassifier
 from rnnkit.cli import main
 from rnnkit.data.labelled_text import encode_texts, fit_tokenizer, read_labelled_text, token_strings
 from rnnkit.errors import InputError
-from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
 from rnnkit.training.metrics import classification_report, confusion_matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -223,6 +225,11 @@ TINY_TRAIN = {"steps": 150, "batch_size": 16, "lr": 1e-2, "warmup_steps": 10, "e
               "checkpoint_every": 50, "plots": False}  # fmt: skip
 
 
+def options(model: dict, train: dict) -> tuple:
+    """The text preset with these fields changed."""
+    return dataclasses.replace(TEXT_PRESET[0], **model), dataclasses.replace(TEXT_PRESET[1], **train)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("text")
@@ -230,10 +237,10 @@ def trained(tmp_path_factory):
         write_csv(folder / "train.csv", separable(240, 0)),
         write_csv(folder / "test.csv", separable(60, 1)),
     )
-    model_opts, train_opts = text_classify.options_from(**TINY, **TINY_TRAIN)
+    model_opts, train_opts = options(TINY, TINY_TRAIN)
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        text_opts = text_classify.TextOptions(min_count=1)
+        text_opts = TextOptions(min_count=1)
         report = text_classify.train_text_classifier(
             train, test, folder / "run", model_opts, train_opts, text_opts, progress=False
         )
@@ -281,11 +288,11 @@ def test_predict_scores_a_labelled_file_and_reads_plain_lines(trained, tmp_path)
 
 def test_resume_refuses_other_text_options(trained):
     folder, _ = trained
-    model_opts, train_opts = text_classify.options_from(**TINY, **{**TINY_TRAIN, "steps": 160})
+    model_opts, train_opts = options(TINY, {**TINY_TRAIN, "steps": 160})
     with pytest.raises(InputError, match="started with text="):
         text_classify.train_text_classifier(
             folder / "train.csv", None, folder / "run", model_opts, train_opts,
-            text_classify.TextOptions(min_count=3), resume=True, progress=False,
+            TextOptions(min_count=3), resume=True, progress=False,
         )  # fmt: skip
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..cells.base import LSTMState, State, map_state
+from ..cells.base import State, map_state, state_fields
 from ..errors import InputError
 from ..layers.recurrent import Recurrent
-from ..training.tasks import evaluating
+from ..training.task import evaluating
 
 GATE_RANGES = {"input": (0, 1), "forget": (0, 1), "output": (0, 1), "cell": (-1, 1), "reset": (0, 1),
                "update": (0, 1), "new": (-1, 1)}  # fmt: skip
@@ -72,7 +72,7 @@ def trace(layer: Recurrent, x: Tensor, state: State | None = None, gates: bool =
             y, s = cell.step(x_t, s)
             ys.append(y)
             ss.append(s)
-            hs.append(s.h if isinstance(s, LSTMState) else s)
+            hs.append(state_fields(s)[0])  # h: a state's first field (LSTMState(h, c) and every NamedTuple)
         out.inputs.append(inputs.detach())
         out.hidden.append(hs)
         out.states.append(ss)
@@ -106,12 +106,13 @@ def gradient_flow(layer: Recurrent, x: Tensor, loss_fn: Callable[[Tensor], Tenso
 
 
 def _flatten(s: State) -> Tensor:
-    return torch.cat([s.h, s.c], -1) if isinstance(s, LSTMState) else s
+    """A state's fields side by side (B, n1 + n2 + ...): any NamedTuple state, not only LSTMState."""
+    return torch.cat(state_fields(s), -1)
 
 
 def _unflatten(v: Tensor, like: State) -> State:
-    if isinstance(like, LSTMState):
-        return LSTMState(*v.split([like.h.shape[-1], like.c.shape[-1]], -1))
+    if isinstance(like, tuple):
+        return type(like)(*v.split([f.shape[-1] for f in like], -1))
     return v
 
 

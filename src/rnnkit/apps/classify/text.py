@@ -1,7 +1,7 @@
 """Text classification end to end: labelled texts -> tokens -> classifier -> training -> a run directory.
 
 ``rnnkit train classify --train FILE`` comes here when FILE is ``.csv``, ``.tsv`` or ``.jsonl`` (``.ts``
-series go to :mod:`rnnkit.classify`); ``rnnkit predict`` and ``rnnkit diagnose attention`` read the run
+series go to :mod:`.run`); ``rnnkit predict`` and ``rnnkit diagnose attention`` read the run
 back. A run directory holds ``config.json`` (``{"train": ..., "model": ...}``), ``tokenizer.json`` (the
 vocabulary of the training file), ``classes.json`` (the class names in the order of the model's
 outputs, and how texts are read: columns, tokenizer, ``max_tokens``), ``metrics.jsonl``,
@@ -28,60 +28,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.labelled_text import (
-    TOKENIZERS,
+from ...configs import as_config
+from ...data.labelled_text import (
     LabelledTexts,
     encode_texts,
     fit_tokenizer,
     read_labelled_text,
     token_strings,
 )
-from .data.text import Tokenizer, load_tokenizer, save_tokenizer
-from .errors import InputError, check_int
-from .models.text_classifier import TextClassifier, TextClassifierConfig
-from .options import field_names, route
-from .training import distributed
-from .training.checkpoint import atomic_write, load_weights
-from .training.metrics import classification_report, confusion_matrix
-from .training.tasks import ClassifyTask, predict_classes
-from .training.trainer import TrainConfig, fit
-
-# Defaults: (model options, training options). Measured on the Shakespeare genre task (docs/results.md):
-# mean pooling was a little better than attention there; `--pool attention` for `diagnose attention`.
-PRESET: tuple[dict[str, Any], dict[str, Any]] = (
-    {"embed": 64, "cell": "gru", "hidden": 64, "layers": 1, "bidirectional": True, "pool": "mean",
-     "dropout": 0.3},
-    {"steps": 800, "batch_size": 32, "lr": 3e-3, "schedule": "cosine", "warmup_steps": 30,
-     "weight_decay": 0.01, "eval_every": 50, "checkpoint_every": 100},
-)  # fmt: skip
-
-
-@dataclass
-class TextOptions:
-    """How texts are read and tokenised. Saved in ``classes.json``; prediction reads texts the same way.
-
-    Attributes:
-        text_column, label_column: the column (CSV/TSV) or key (JSONL) names.
-        tokenizer: "word" (words and punctuation) or "char".
-        min_count: tokens seen fewer times in the training file become ``<unk>``.
-        vocab_size: keep at most this many tokens (``<unk>`` included); None: every one seen min_count times.
-        max_tokens: read at most this many tokens of each text (None: all).
-    """
-
-    text_column: str = "text"
-    label_column: str = "label"
-    tokenizer: str = "word"
-    min_count: int = 2
-    vocab_size: int | None = None
-    max_tokens: int | None = 400
-
-    def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise InputError(f"tokenizer must be one of {list(TOKENIZERS)}, got {self.tokenizer!r}")
-        check_int("min_count", self.min_count)
-        for name in ("vocab_size", "max_tokens"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), minimum=3 if name == "vocab_size" else 1)
+from ...data.text import Tokenizer, load_tokenizer, save_tokenizer
+from ...errors import InputError
+from ...training import distributed
+from ...training.checkpoint import atomic_write, load_weights
+from ...training.config import TrainConfig
+from ...training.metrics import classification_report, confusion_matrix
+from ...training.rundir import check_fresh
+from ...training.trainer import fit
+from .config import TextClassifierConfig, TextOptions
+from .run import plot_confusion, stratified_indices
+from .task import ClassifyTask, predict_classes
+from .text_model import TextClassifier
 
 
 @dataclass
@@ -106,15 +72,6 @@ class TrainedTextClassifier:
         return torch.softmax(predict_classes(self.model, *self.encode(texts)), dim=-1)
 
 
-def options_from(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and training options: :data:`PRESET` with every non-None override applied (each goes to
-    whichever of TextClassifierConfig and TrainConfig has that field)."""
-    model_opts, train_opts = (dict(d) for d in PRESET)
-    model_fields = field_names(TextClassifierConfig) - {"vocab_size", "num_classes"}
-    route(overrides, (model_opts, model_fields), (train_opts, field_names(TrainConfig)), what="text classify")
-    return model_opts, train_opts
-
-
 def as_texts(
     data: str | os.PathLike[str] | LabelledTexts, options: TextOptions, labels: bool = True
 ) -> LabelledTexts:
@@ -124,27 +81,12 @@ def as_texts(
     return read_labelled_text(data, options.text_column, options.label_column, require_labels=labels)
 
 
-def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices kept and held out: ``fraction`` of each class held (at least one of a class of two or more)."""
-    if not 0 < fraction < 1:
-        raise InputError(f"valid_fraction must be in (0, 1), got {fraction!r}")
-    rng = np.random.default_rng(seed)
-    array = np.array(labels)
-    held: list[int] = []
-    for c in sorted(set(labels)):
-        members = np.flatnonzero(array == c)
-        k = min(len(members) - 1, max(1, round(fraction * len(members))))
-        held.extend(rng.permutation(members)[:k].tolist())
-    held_set = set(held)
-    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
-
-
 def train_text_classifier(
     train: str | os.PathLike[str] | LabelledTexts,
     test: str | os.PathLike[str] | LabelledTexts | None,
     out: str | os.PathLike[str],
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
+    model_options: TextClassifierConfig | dict[str, Any],
+    train_options: TrainConfig | dict[str, Any],
     text_options: TextOptions | None = None,
     *,
     valid: str | os.PathLike[str] | LabelledTexts | None = None,
@@ -158,7 +100,8 @@ def train_text_classifier(
     Arguments:
         train, test: files or :class:`LabelledTexts` (``test`` may be None).
         out: the run directory.
-        model_options: :class:`TextClassifierConfig` fields (not vocab_size, num_classes).
+        model_options: :class:`TextClassifierConfig` or its fields (not vocab_size, num_classes: those
+            come from the data); ``config.TEXT_PRESET[0]`` is the measured default.
         train_options: :class:`TrainConfig` fields.
         text_options: columns and tokenisation (:class:`TextOptions`).
         valid: texts for validation; without it, ``valid_fraction`` (default 0.1) of each training class.
@@ -179,7 +122,7 @@ def train_text_classifier(
         raise InputError(f"{train_set.source}: classification needs at least 2 classes, got {classes}")
     if test_set is not None:
         test_set.targets(classes)  # a label the model cannot output is an error now, not at the end
-    config = TrainConfig(**train_options)
+    config = as_config(TrainConfig, train_options)
     if valid is not None:
         if valid_fraction:
             raise InputError("give a validation set or a valid_fraction, not both")
@@ -188,7 +131,7 @@ def train_text_classifier(
     else:
         fraction = 0.1 if valid_fraction is None else valid_fraction
         if fraction:
-            kept, held = stratified_split(train_set.labels or [], fraction, config.seed)
+            kept, held = stratified_indices(train_set.labels or [], classes, fraction, config.seed)
             fit_set, valid_set = (
                 train_set.subset(kept, "training part"),
                 train_set.subset(held, "validation part"),
@@ -203,8 +146,8 @@ def train_text_classifier(
     saved = {"kind": "text", "classes": classes, "text": dataclasses.asdict(opts), "train": train_set.source,
              "valid": valid_set.source}  # fmt: skip
     tokenizer = _start_run(run_dir, saved, fit_set, opts, resume)
-    model_config = TextClassifierConfig(
-        vocab_size=tokenizer.vocab_size, num_classes=len(classes), **model_options
+    model_config = as_config(
+        TextClassifierConfig, model_options, vocab_size=tokenizer.vocab_size, num_classes=len(classes)
     )
     torch.manual_seed(config.seed)  # the initial weights depend on --seed
     model = TextClassifier(model_config)
@@ -225,8 +168,6 @@ def train_text_classifier(
     results["train"] = score_texts(trained, train_set)
     if test_set is not None:
         results["test"] = score_texts(trained, test_set)
-        from .classify import plot_confusion
-
         title = f"{Path(test_set.source).name}: accuracy {results['test']['accuracy']:.3f}, macro F1 " \
                 f"{results['test']['macro_f1']:.3f}"  # fmt: skip
         plot_confusion(np.array(results["test"]["confusion"]), classes, run_dir / "confusion.png", title)
@@ -248,8 +189,7 @@ def _start_run(run_dir: Path, saved: dict[str, Any], fit_set: LabelledTexts, opt
                 raise InputError(f"{classes_path}: the run was started with {key}={old.get(key)!r}; "
                                  f"resuming with {saved[key]!r}")  # fmt: skip
         return load_tokenizer(tokenizer_path)
-    if (run_dir / "checkpoints").exists():
-        raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+    check_fresh(run_dir)
     tokenizer = fit_tokenizer(fit_set.texts, opts.tokenizer, opts.min_count, opts.vocab_size)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,8 +253,8 @@ def predict_texts(
     trained = load_text_classifier(run_dir, which)
     scores = None
     if file is not None:
-        from .data.labelled_text import is_text_file
-        from .data.text import read_text
+        from ...data.labelled_text import is_text_file
+        from ...data.text import read_text
 
         if is_text_file(file):
             data = as_texts(file, trained.options, labels=False)
@@ -374,7 +314,7 @@ def plot_attention(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .training.plots import _save
+    from ...training.plots import _save
 
     rows = max(1, math.ceil(len(tokens) / per_row))
     grid = np.full((rows, per_row), np.nan)

@@ -9,9 +9,9 @@ vector, and reads out class scores::
     z   = pool(y_1 .. y_L)                        last | mean | max | attention  (B, D)
     logits = W dropout(z) + b                                                    (B, K)
 
-Attention pooling is additive attention (:class:`~rnnkit.layers.attention.Attention`, Bahdanau et al.
-2015) whose query is one learned vector u, as in Yang et al. 2016 (https://aclanthology.org/N16-1174,
-section 2.2): ``a_t = softmax_t(v . tanh(W_q u + W_m y_t))``, ``z = sum_t a_t y_t``; padded steps get
+Attention pooling is the series classifier's :class:`~rnnkit.apps.classify.model.AttentionPool`
+(additive attention with one learned query, Yang et al. 2016, https://aclanthology.org/N16-1174,
+section 2.2): ``a_t = softmax_t(v . tanh(W y_t + b))``, ``z = sum_t a_t y_t``; padded steps get
 weight exactly 0. :meth:`TextClassifier.attention` returns the weights a (B, T) for inspection.
 
 Shape legend: B batch, T padded length (tokens), V vocabulary, E embedding size, H hidden size,
@@ -20,71 +20,17 @@ D = H or 2H (bidirectional), K classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ..cells import registry
-from ..cells.base import State
-from ..errors import InputError, check_bool, check_int, check_probability
-from ..layers.attention import Attention
-from ..layers.recurrent import Recurrent
-from .classifier import POOLS, pool
+from ...cells import registry
+from ...cells.base import State
+from ...errors import InputError
+from ...layers.recurrent import Recurrent
+from .config import TextClassifierConfig
+from .model import AttentionPool, _mask, pool
 
-__all__ = ["AttentionPooling", "TextClassifier", "TextClassifierConfig"]
-
-
-@dataclass
-class TextClassifierConfig:
-    """The text classifier's shape. Validated on construction, saved in every run directory.
-
-    Attributes:
-        vocab_size: V, the tokenizer's vocabulary (``<unk>`` included).
-        num_classes: K.
-        embed: E, the size of each token's embedding.
-        cell: a registered cell name ("gru", "lstm", "rnn", ...).
-        hidden: H, the recurrent hidden size per direction.
-        layers: stacked recurrent layers.
-        bidirectional: read each text forwards and backwards.
-        pool: "last", "mean", "max" or "attention" (see the module docstring).
-        dropout: on the embeddings, between layers and before the readout.
-    """
-
-    vocab_size: int
-    num_classes: int
-    embed: int = 64
-    cell: str = "gru"
-    hidden: int = 64
-    layers: int = 1
-    bidirectional: bool = True
-    pool: str = "mean"
-    dropout: float = 0.3
-
-    def __post_init__(self) -> None:
-        check_int("vocab_size", self.vocab_size)
-        check_int("num_classes", self.num_classes, minimum=2)
-        for name in ("embed", "hidden", "layers"):
-            check_int(name, getattr(self, name))
-        if self.cell not in registry.CELLS:
-            raise ValueError(f"cell must be one of {list(registry.CELLS)}, got {self.cell!r}")
-        if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {list(POOLS)}, got {self.pool!r}")
-        check_bool("bidirectional", self.bidirectional)
-        check_probability("dropout", self.dropout)
-
-
-class AttentionPooling(nn.Module):
-    """Attention over time with a learned query: (B, T, D) outputs -> (B, D) summary and (B, T) weights."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.query = nn.Parameter(torch.randn(size) / size**0.5)  # u: "which step matters?"
-        self.attention = Attention("additive", size, size)
-
-    def forward(self, y: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        memory = self.attention.prepare(y, lengths)
-        return self.attention(self.query.expand(y.shape[0], -1), memory)  # (B, D), (B, T)
+__all__ = ["TextClassifier", "TextClassifierConfig"]
 
 
 def _check_tokens(tokens: Tensor, lengths: Tensor | None, vocab_size: int) -> Tensor:
@@ -121,13 +67,15 @@ class TextClassifier(nn.Module):
     def __init__(self, config: TextClassifierConfig) -> None:
         super().__init__()
         self.config = c = config
+        if c.vocab_size is None or c.num_classes is None:
+            raise InputError("TextClassifier needs vocab_size and num_classes (they come from the data)")
         self.embedding = nn.Embedding(c.vocab_size, c.embed)
         self.rnn = Recurrent(
             registry.build(c.cell, c.embed, c.hidden), num_layers=c.layers, bidirectional=c.bidirectional,
             dropout=c.dropout if c.layers > 1 else 0.0, batch_first=True,
         )  # fmt: skip
         D = self.rnn.output_size
-        self.attention_pool = AttentionPooling(D) if c.pool == "attention" else None
+        self.attention_pool = AttentionPool(D) if c.pool == "attention" else None
         self.dropout = nn.Dropout(c.dropout)
         self.readout = nn.Linear(D, c.num_classes)
 
@@ -140,10 +88,7 @@ class TextClassifier(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         y, lengths, state = self.encode(tokens, lengths)  # (B, T, D), (B,)
-        if self.attention_pool is not None:
-            z, _ = self.attention_pool(y, lengths)  # (B, D)
-        else:
-            z = pool(y, lengths, self.config.pool, self.config.bidirectional)  # (B, D)
+        z = pool(y, lengths, self.config.pool, self.config.bidirectional, self.attention_pool)  # (B, D)
         return self.readout(self.dropout(z)), state  # (B, K)
 
     def attention(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -155,4 +100,4 @@ class TextClassifier(nn.Module):
                 "pool='attention'"
             )
         y, lengths, _ = self.encode(tokens, lengths)
-        return self.attention_pool(y, lengths)[1]  # (B, T)
+        return self.attention_pool.weights(y, _mask(lengths, y.shape[1]))  # (B, T)
