@@ -327,6 +327,26 @@ def test_cli_train_json(tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "classes.json").read_text())["text"]["tokenizer"] == "char"
 
 
+def test_cli_text_flags_reach_the_tokenizer_and_the_text_preset(tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", separable(40, 2))
+    argv = ["train", "classify", "--train", str(train), "--out", str(tmp_path / "r"), "--steps", "2",
+            "--hidden", "4", "--embed", "4", "--vocab-size", "5", "--min-count", "1", "--no-progress",
+            "--no-plots", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["vocab_size"] == 5  # --vocab-size caps the vocabulary
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    model, trained = config["model"], config["train"]
+    assert (model["hidden"], model["embed"], model["vocab_size"]) == (4, 4, 5)
+    assert (model["layers"], model["dropout"], trained["lr"]) == (1, 0.3, 3e-3)  # TEXT_PRESET, not .ts's
+
+
+def test_cli_text_flags_are_refused_for_series(tmp_path, capsys):
+    argv = ["train", "classify", "--train", str(tmp_path / "x.ts"), "--out", str(tmp_path / "r"),
+            "--tokenizer", "char", "--embed", "8"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--tokenizer, --embed: only for text files" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content, flags, message", [
     ("words,label\nhi,a\n", [], "no column 'text' (choose one with --text-column); the header has 'words'"),
     (b"text,label\nhi,a\nh\xffo,b\n", [], "invalid UTF-8 at byte offset 17"),
