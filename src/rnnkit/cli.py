@@ -20,9 +20,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     (
         "train classify",
         "rnnkit.apps.classify.cli:train",
-        "a sequence classifier on labelled series (.ts files)",
+        "a classifier of labelled series (.ts) or texts (.csv, .tsv, .jsonl)",
     ),
-    ("predict", "rnnkit.apps.classify.cli:predict", "label series (.ts) with a trained classifier"),
+    ("predict", "rnnkit.apps.classify.cli:predict", "label series (.ts) or texts with a trained classifier"),
     (
         "train seq2seq",
         "rnnkit.apps.seq2seq.cli:train",
@@ -48,7 +48,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     (
         "diagnose",
         "rnnkit.commands.diagnose_cli:register",
-        "look inside an RNN: gradient flow, Jacobians, gates, PCA, units",
+        "look inside an RNN: gradient flow, Jacobians, gates, PCA, units, attention",
     ),
     (
         "plot",

@@ -12,11 +12,16 @@ from ..configs import Lazy
 def _kinds() -> tuple[str, ...]:
     from .diagnose import KINDS  # torch: only when a kind is checked or listed
 
-    return KINDS
+    return (*KINDS, "attention")  # attention: a text classifier's pooling (apps/classify)
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    """Gradient flow, Jacobians, gates, hidden-state PCA or unit activations, as a PNG and numbers."""
+    """Gradient flow, Jacobians, gates, hidden-state PCA, unit activations or a text classifier's
+    attention, as a PNG and numbers."""
+    if args.kind == "attention":
+        from rnnkit.apps.classify.cli import cmd_attention
+
+        return cmd_attention(args)
     from rnnkit.commands.diagnose import diagnose
 
     units = None
@@ -50,7 +55,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def register(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("kind", choices=Lazy(_kinds), metavar="KIND", help="one of %(choices)s")
-    p.add_argument("--run", help="a language-model run directory, or a classifier's (pca by class)")
+    p.add_argument("--run", help="a language-model run directory, or a classifier's (pca by class; "
+                   "attention: a text classifier trained with --pool attention)")  # fmt: skip
     p.add_argument("--data", help="with a classifier's --run: the .ts series (default its training set)")
     p.add_argument("--task", choices=tuple(TASK_SHAPES),
                     help="a fresh model on a synthetic task instead of a run")  # fmt: skip

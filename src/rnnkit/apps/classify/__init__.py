@@ -1,9 +1,11 @@
-"""Sequence classification: labelled series (.ts) -> a recurrent classifier -> labels.
+"""Sequence classification: labelled series (.ts) or texts (.csv, .tsv, .jsonl) -> a recurrent
+classifier -> labels.
 
 ``rnnkit train classify`` and ``rnnkit predict`` (its ``cli.py``).
 
 Same shape as every application: ``config.py`` (typed configs, presets), ``model.py``, ``task.py``
-(what :func:`rnnkit.training.fit` trains), ``run.py`` (train / load / evaluate), ``cli.py``.
+(what :func:`rnnkit.training.fit` trains), ``run.py`` (train / load / evaluate), ``cli.py``; texts add
+``text_model.py`` (embedding -> Recurrent -> pool) and ``text.py`` (tokenise, train, predict, attention).
 Names load lazily (``rnnkit --help`` imports no torch).
 """
 
@@ -18,6 +20,9 @@ __getattr__, __all__ = exports(
             "cell_names",
             "ClassifierConfig",
             "PRESETS",
+            "TextOptions",
+            "TextClassifierConfig",
+            "TEXT_PRESET",
         ),
         "model": (
             "CELLS",
@@ -37,12 +42,25 @@ __getattr__, __all__ = exports(
             "TrainedClassifier",
             "options_from",
             "as_dataset",
+            "stratified_indices",
             "split_stratified",
             "train_classifier",
             "load_classifier",
             "score",
             "predict",
             "plot_confusion",
+        ),
+        "text_model": ("TextClassifier",),
+        "text": (
+            "TrainedTextClassifier",
+            "as_texts",
+            "train_text_classifier",
+            "is_text_run",
+            "load_text_classifier",
+            "score_texts",
+            "predict_texts",
+            "attention_map",
+            "plot_attention",
         ),
     },
 )

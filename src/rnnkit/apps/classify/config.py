@@ -78,3 +78,69 @@ PRESETS: dict[str, tuple[ClassifierConfig, TrainConfig]] = {
         TrainConfig(steps=1000, batch_size=32, lr=1e-3, eval_every=100, checkpoint_every=500),
     ),
 }  # fmt: skip
+
+
+TOKENIZERS = ("word", "char")  # data.labelled_text's kinds (kept here too: this module imports no torch)
+
+
+@dataclass
+class TextOptions:
+    """How texts are read and tokenised. Saved in ``classes.json``; prediction reads texts the same way."""
+
+    text_column: str = option("text", "the column (CSV/TSV) or key (JSONL) holding the text")
+    label_column: str = option("label", "the column or key holding the class label")
+    tokenizer: str = option("word", "word: words and punctuation marks; char: one token per character",
+                            choices=TOKENIZERS)  # fmt: skip
+    min_count: int = option(2, "tokens seen fewer times in --train become <unk>", minimum=1)
+    vocab_size: int | None = option(None, "keep at most the N most frequent tokens (default: all)",
+                                    type=int, minimum=3)  # fmt: skip
+    max_tokens: int | None = option(400, "read at most this many tokens of each text", type=int, minimum=1)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {list(TOKENIZERS)}, got {self.tokenizer!r}")
+        check_int("min_count", self.min_count)
+        for name in ("vocab_size", "max_tokens"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=3 if name == "vocab_size" else 1)
+
+
+@dataclass
+class TextClassifierConfig:
+    """The text classifier's shape (``text_model.TextClassifier``). Validated on construction, saved in
+    every run directory. ``vocab_size`` (V, ``<unk>`` included) and ``num_classes`` (K) come from the
+    data; a preset leaves them out. The other fields share their flags with :class:`ClassifierConfig`."""
+
+    vocab_size: int | None = option(None, "V, the tokenizer's vocabulary", cli=False)
+    num_classes: int | None = option(None, "K classes", cli=False)
+    embed: int = option(64, "E, the size of each token's embedding", minimum=1)
+    cell: str = option("gru", "the recurrent cell", cli=False)
+    hidden: int = option(64, "H, the recurrent hidden size per direction", cli=False)
+    layers: int = option(1, "stacked recurrent layers", cli=False)
+    bidirectional: bool = option(True, "read each text both ways", cli=False)
+    pool: str = option("mean", "last | mean | max | attention", cli=False)
+    dropout: float = option(0.3, "on the embeddings, between layers and before the readout", cli=False)
+
+    def __post_init__(self) -> None:
+        complete = self.vocab_size is not None
+        if complete:
+            check_int("vocab_size", self.vocab_size)
+            check_int("num_classes", self.num_classes, minimum=2)
+        cells = cell_names() if complete else (self.cell,)
+        for name, value, choices in (("cell", self.cell, cells), ("pool", self.pool, POOLS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        for name in ("embed", "hidden", "layers"):
+            check_int(name, getattr(self, name))
+        check_bool("bidirectional", self.bidirectional)
+        check_probability("dropout", self.dropout)
+
+
+# Measured on the Shakespeare genre task (docs/results.md): mean pooling a little better than attention
+# there; `--pool attention` for `rnnkit diagnose attention`.
+TEXT_PRESET: tuple[TextClassifierConfig, TrainConfig] = (
+    TextClassifierConfig(embed=64, cell="gru", hidden=64, layers=1, bidirectional=True, pool="mean",
+                         dropout=0.3),
+    TrainConfig(steps=800, batch_size=32, lr=3e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01,
+                eval_every=50, checkpoint_every=100),
+)  # fmt: skip

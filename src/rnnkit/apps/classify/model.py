@@ -97,10 +97,13 @@ class AttentionPool(nn.Module):
         self.proj = nn.Linear(size, size)
         self.score = nn.Linear(size, 1, bias=False)  # v
 
-    def forward(self, y: Tensor, valid: Tensor) -> Tensor:
+    def weights(self, y: Tensor, valid: Tensor) -> Tensor:
+        """The weights a (B, T): summing to 1 over each series' valid steps, exactly 0 on padding."""
         e = self.score(torch.tanh(self.proj(y))).squeeze(-1)  # (B, T)
-        a = torch.softmax(e.masked_fill(~valid, -torch.inf), dim=1)  # (B, T); every series has a step
-        return (a.unsqueeze(-1) * y).sum(1)  # (B, D)
+        return torch.softmax(e.masked_fill(~valid, -torch.inf), dim=1)  # every series has a step
+
+    def forward(self, y: Tensor, valid: Tensor) -> Tensor:
+        return (self.weights(y, valid).unsqueeze(-1) * y).sum(1)  # (B, D)
 
 
 def pool(

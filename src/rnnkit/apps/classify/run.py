@@ -66,21 +66,28 @@ def as_dataset(data: str | os.PathLike[str] | SeriesDataset) -> SeriesDataset:
     return data if isinstance(data, SeriesDataset) else read_ts(data)
 
 
-def split_stratified(data: SeriesDataset, fraction: float, seed: int) -> tuple[SeriesDataset, SeriesDataset]:
-    """Hold out ``fraction`` of each class (at least one series of every class with two or more)."""
+def stratified_indices(
+    labels: list[str], classes: list[str], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices kept and held out: ``fraction`` of each class held (at least one of a class of two or more).
+    Series and texts are split by this one function."""
     if not 0 < fraction < 1:
         raise InputError(f"valid_fraction must be in (0, 1), got {fraction!r}")
-    assert data.labels is not None
     rng = np.random.default_rng(seed)
-    labels = np.array(data.labels)
-    held = []
-    for c in data.classes:
-        members = np.flatnonzero(labels == c)
+    array = np.array(labels)
+    held: list[int] = []
+    for c in classes:
+        members = np.flatnonzero(array == c)
         k = min(len(members) - 1, max(1, round(fraction * len(members))))
         held.extend(rng.permutation(members)[:k].tolist())
     held_set = set(held)
-    kept = [i for i in range(len(data)) if i not in held_set]
-    held = sorted(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def split_stratified(data: SeriesDataset, fraction: float, seed: int) -> tuple[SeriesDataset, SeriesDataset]:
+    """Hold out ``fraction`` of each class (at least one series of every class with two or more)."""
+    assert data.labels is not None
+    kept, held = stratified_indices(list(data.labels), list(data.classes), fraction, seed)
 
     def part(index: list[int], name: str) -> SeriesDataset:
         return SeriesDataset([data.series[i] for i in index], [data.labels[i] for i in index],  # type: ignore[index]

@@ -23,8 +23,8 @@ class ClassifyTask(Task):
     generator (which drives dropout).
 
     Arguments:
-        x, lengths, y: the training series, (N, T, C) float zero-padded batch first, (N,) int64 true
-            lengths and (N,) int64 class ids.
+        x, lengths, y: the training series, (N, T, C) float zero-padded batch first (or (N, T) int64
+            token ids), (N,) int64 true lengths and (N,) int64 class ids.
         valid: the same three for the series :meth:`evaluate` scores.
         batch_size: B series per step (the global batch; each of W ranks takes its share).
         seed: the shuffling seed.
@@ -43,10 +43,10 @@ class ClassifyTask(Task):
         check_int("batch_size", batch_size)
         check_int("seed", seed, minimum=0)
         for name, (a, n, t) in {"training": (x, lengths, y), "validation": valid}.items():
-            if a.dim() != 3 or n.shape != (a.shape[0],) or t.shape != (a.shape[0],):
+            if a.dim() not in (2, 3) or n.shape != (a.shape[0],) or t.shape != (a.shape[0],):
                 raise InputError(
-                    f"the {name} series must be x (N, T, C), lengths (N,) and y (N,); got "
-                    f"{tuple(a.shape)}, {tuple(n.shape)}, {tuple(t.shape)}"
+                    f"the {name} series must be x (N, T, C) or token ids (N, T), lengths (N,) and y (N,); "
+                    f"got {tuple(a.shape)}, {tuple(n.shape)}, {tuple(t.shape)}"
                 )
             if a.shape[0] == 0:
                 raise InputError(f"no {name} series")
