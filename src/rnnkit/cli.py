@@ -75,7 +75,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "tune",
-        "rnnkit.tune_cli:register",
+        "rnnkit.commands.tune:register",
         "time impl='auto''s candidates for a grid of cases; record the fastest for this machine",
     ),
 )

@@ -119,6 +119,7 @@ def _plan(
     x: Tensor,
     recs: Sequence[Recurrence] | None,
     lengths: Tensor | None,
+    measure: bool = True,
 ) -> Plan:
     if recs is not None and impl == "native":
         raise InputError(
@@ -132,8 +133,12 @@ def _plan(
                 "reset masks or per-step states"
             )
         return Plan(None, (run_traced,) * len(cells))
-    if impl == "auto" and tuning.applies(x, recs):  # measured once per case and machine (tuning.py)
-        picked = tuning.choose(cells, merge, reference, x)
+    if impl == "auto" and measure and tuning.applies(x, recs):  # measured once per case and machine
+
+        def static() -> str:
+            return static_name(cells, merge, reference, x, lengths)
+
+        picked = tuning.choose(cells, merge, reference, x, static)
         if picked is not None:
             return Plan(picked.native_op, (picked.runner,) * len(cells) if picked.runner else ())
     if impl in ("auto", "native") and recs is None:
@@ -166,6 +171,16 @@ def _plan(
                 "use impl='auto' or 'reference'"
             )
     return Plan(None, (reference,) * len(cells))
+
+
+def static_name(
+    cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor, lengths: Tensor | None = None
+) -> str:
+    """What ``auto`` runs by the static rules (no measuring): "native", "fused", "scan" or "reference"."""
+    chosen = _plan(cells, merge, "auto", reference, x, None, lengths, measure=False)
+    if chosen.native_op is not None:
+        return "native"
+    return {run_fused: "fused", run_scan: "scan"}.get(chosen.runners[0], "reference")
 
 
 def paths(cell: Cell) -> dict[str, object]:

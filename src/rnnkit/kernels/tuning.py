@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -355,11 +354,17 @@ def forget() -> None:
 
 
 def tune_case(
-    cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor, fresh: bool = False
+    cells: Sequence[Cell],
+    merge: str,
+    reference: Callable,
+    x: Tensor,
+    static: Callable[[], str],
+    fresh: bool = False,
 ) -> tuple[Candidate, dict[str, Any]] | None:
     """The fastest candidate for this case and its record (``{"choice", "ms"}``): remembered, read
     from the tuning file, or measured now (and written there); ``fresh`` measures again. None when
-    only one candidate applies (then the static choice stands)."""
+    only one candidate applies (then the static choice stands). ``static()`` names what the static
+    rules would run (``dispatch.static_name``; passed in so this module never imports dispatch)."""
     global _file_cases
     cands = candidates(cells, merge, reference, x)
     if len(cands) < 2:
@@ -374,7 +379,7 @@ def tune_case(
         if fresh or entry.get("choice") not in by_name:  # unknown, or for other candidates: measure
             seconds = measure(cells, cands, x)
             name = min(seconds, key=seconds.__getitem__)
-            static = _static_name(cells, merge, reference, x)
+            static = static()
             if seconds.get(static, math.inf) <= TIE * seconds[name]:  # a near tie: keep the rule's path
                 name = static
             ms = {k: round(v * 1e3, 3) for k, v in seconds.items()}
@@ -388,110 +393,12 @@ def tune_case(
     return by_name[entry["choice"]], entry
 
 
-def choose(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> Candidate | None:
+def choose(
+    cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor, static: Callable[[], str]
+) -> Candidate | None:
     """What ``dispatch.plan`` asks: the fastest candidate (see :func:`tune_case`), or None."""
     cand = _memory.get(case_key(cells, merge, x))  # the common case: no lock, no file, no search
     if cand is not None and (cand.runner is None or cand.name != "reference" or cand.runner is reference):
         return cand
-    found = tune_case(cells, merge, reference, x)
+    found = tune_case(cells, merge, reference, x, static)
     return found[0] if found is not None else None
-
-
-# -- ahead of time: `rnnkit tune` ------------------------------------------------------------------------
-
-GRID_CELLS = ("lstm", "gru", "rnn", "lstm-layernorm", "gru-textbook", "lstm-peephole", "mingru")
-
-
-def _grid_layer(name: str, H: int, layers: int) -> torch.nn.Module:
-    from ..cells import GRUCell, LSTMCell, registry
-    from ..layers import Recurrent
-
-    extra = {
-        "lstm-layernorm": lambda: LSTMCell(H, H, layer_norm=True),
-        "lstm-peephole": lambda: LSTMCell(H, H, peephole=True),
-        "gru-textbook": lambda: GRUCell(H, H, reset_after=False),
-    }
-    if name not in extra and name not in registry.CELLS:
-        raise ValueError(
-            f"cell must be one of {', '.join(GRID_CELLS)} (or {', '.join(registry.CELLS)}); got {name!r}"
-        )
-    cell = extra[name]() if name in extra else registry.build(name, H, H)
-    return Recurrent(cell, num_layers=layers)
-
-
-def _static_name(cells: Sequence[Cell], merge: str, reference: Callable, x: Tensor) -> str:
-    from .dispatch import plan
-
-    old = os.environ.get(ENV)
-    os.environ[ENV] = "0"
-    try:
-        chosen = plan(cells, merge, "auto", reference, x)
-    finally:
-        if old is None:
-            del os.environ[ENV]
-        else:
-            os.environ[ENV] = old
-    if chosen.native_op is not None:
-        return "native"
-    runner = chosen.runners[0]
-    return {run_fused: "fused", run_scan: "scan"}.get(runner, "reference")
-
-
-def tune_grid(
-    cells: Sequence[str] = ("lstm", "gru", "rnn"),
-    batches: Sequence[int] = (1, 16, 64),
-    hiddens: Sequence[int] = (128, 256, 512),
-    layers: Sequence[int] = (1,),
-    modes: Sequence[str] = ("infer", "train"),
-    dtypes: Sequence[torch.dtype] = (torch.float32,),
-    seq_len: int = 100,
-    fresh: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Fill the tuning file for a grid of cases (``rnnkit tune``): one row per case with the choice,
-    what the static rules would have run (``static``), and each candidate's time (ms, forward or
-    forward + backward of ``min(seq_len, MAX_STEPS)`` steps; empty when the case has one candidate).
-    Cases already in the file are read back, not measured again, unless ``fresh``."""
-    from ..layers.recurrent import run_cell
-
-    for m in modes:
-        if m not in ("infer", "train"):
-            raise ValueError(f"mode must be 'infer' or 'train', got {m!r}")
-    gen = torch.Generator().manual_seed(0)
-    rows = []
-    for name, n_layers, H, B, dtype, mode in itertools.product(
-        cells, layers, hiddens, batches, dtypes, modes
-    ):
-        layer = _grid_layer(name, H, n_layers).to(dtype)
-        layer.requires_grad_(mode == "train")
-        stack = layer.layer_cells()
-        x = torch.randn(seq_len, B, H, generator=gen).to(dtype)
-        with torch.set_grad_enabled(mode == "train"):
-            static = _static_name(stack, layer.merge, run_cell, x)
-            found = tune_case(stack, layer.merge, run_cell, x, fresh=fresh)
-        choice, ms = (found[0].name, found[1].get("ms", {})) if found else (static, {})
-        row = {"cell": name, "layers": n_layers, "H": H, "B": B, "dtype": str(dtype).removeprefix("torch."),
-               "mode": mode, "choice": choice, "static": static, "ms": ms}  # fmt: skip
-        rows.append(row)
-        if progress is not None:
-            progress(format_row(row))
-    return rows
-
-
-def format_row(row: dict[str, Any]) -> str:
-    ms = row["ms"]
-    gain = ms[row["static"]] / ms[row["choice"]] if row["static"] in ms and ms.get(row["choice"]) else 1.0
-    times = "  ".join(f"{k} {v:.2f}" for k, v in ms.items())
-    return (
-        f"{row['cell']:<15} {row['layers']:>2} {row['H']:>5} {row['B']:>4} {row['dtype']:<9} {row['mode']:<6}"
-        f" {row['choice']:<13} {row['static']:<13} {gain:>5.2f}x  {times}"
-    )
-
-
-def table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows of :func:`tune_grid` as text: ``gain`` = static path's time / chosen path's time."""
-    head = (
-        f"{'cell':<15} {'L':>2} {'H':>5} {'B':>4} {'dtype':<9} {'mode':<6} {'choice':<13} {'static':<13}"
-        f" {'gain':>6}  ms per candidate"
-    )
-    return "\n".join([head, *(format_row(r) for r in rows)])
