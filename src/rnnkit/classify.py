@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import uea
 from .data.timeseries import SeriesDataset, read_ts
 from .errors import InputError
 from .models.classifier import ClassifierConfig, MLPClassifier, SequenceClassifier, build_classifier
@@ -70,9 +71,14 @@ def options_from(model: str | None, **overrides: Any) -> tuple[dict[str, Any], d
     return model_opts, train_opts
 
 
-def as_dataset(data: str | os.PathLike[str] | SeriesDataset) -> SeriesDataset:
-    """A dataset as given, or read from a ``.ts`` file."""
-    return data if isinstance(data, SeriesDataset) else read_ts(data)
+def as_dataset(data: str | os.PathLike[str] | SeriesDataset, split: str = "train") -> SeriesDataset:
+    """A dataset as given, read from a ``.ts`` file, or a UEA/UCR problem's ``split`` ("train" or "test")
+    by name (:func:`rnnkit.data.uea.files`)."""
+    if isinstance(data, SeriesDataset):
+        return data
+    if uea.is_name(data):
+        return read_ts(uea.files(str(data))[0 if split == "train" else 1])
+    return read_ts(data)
 
 
 def split_stratified(data: SeriesDataset, fraction: float, seed: int) -> tuple[SeriesDataset, SeriesDataset]:
@@ -130,7 +136,7 @@ def train_classifier(
     """
     run_dir = Path(out)
     train_set = as_dataset(train)
-    test_set = as_dataset(test) if test is not None else None
+    test_set = as_dataset(test, "test") if test is not None else None
     if train_set.labels is None:
         raise InputError(f"{train_set.source}: training series need class labels (@classLabel true ...)")
     if len(train_set.classes) < 2:
@@ -166,7 +172,8 @@ def train_classifier(
                         config.batch_size, seed=config.seed)  # fmt: skip
     classes_path = run_dir / "classes.json"
     saved = {"classes": train_set.classes, "train": train_set.source, "problem": train_set.name,
-             "valid_fraction": valid_fraction}  # fmt: skip
+             "valid_fraction": valid_fraction,
+             "test": test_set.source if test_set is not None else None}  # fmt: skip
     if resume:
         if not classes_path.is_file():
             raise InputError(
@@ -255,7 +262,7 @@ def predict(
     ``"accuracy"``, ``"correct"``, ``"loss"`` and ``"confusion"``.
     """
     trained = load_classifier(run_dir, which)
-    dataset = as_dataset(data)
+    dataset = as_dataset(data, "test")
     return {"run_dir": str(trained.run_dir), "file": dataset.source, "series": len(dataset),
             **score(trained, dataset)}  # fmt: skip
 

@@ -259,8 +259,9 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
         steps=args.steps, lr=args.lr, seed=args.seed, minutes=args.minutes, **_training_overrides(args),
     )  # fmt: skip
     _clip_off(args, train_opts)
+    train, test = (args.data, args.data) if args.data else (args.train, args.test)  # a name: both splits
     report = classify.train_classifier(
-        args.train, args.test, args.out, model_opts, train_opts, epochs=args.epochs,
+        train, test, args.out, model_opts, train_opts, epochs=args.epochs,
         valid_fraction=args.valid_fraction, resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
@@ -282,7 +283,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Label the series of a .ts file with a trained classifier (and score them if labelled)."""
     from rnnkit import classify
 
-    report = classify.predict(args.run_dir, args.data, which=args.checkpoint)
+    data = args.data_option or args.data
+    if data is None:
+        raise ValueError("predict needs the series: a .ts file, or --data NAME (a UEA problem's test split)")
+    report = classify.predict(args.run_dir, data, which=args.checkpoint)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -572,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (anywhere; or RNNKIT_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build one model per cell family and print shapes")
     demo.add_argument("--seq-len", type=int, default=12, help="time steps T (default 12)")
@@ -584,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
     tlm = train.add_parser("lm", help="a character- or word-level language model on a text corpus")
-    tlm.add_argument("--data", required=True, help="a named dataset (tinyshakespeare, shakespeare) or a path")
+    tlm.add_argument("--data", help="a named dataset (tinyshakespeare, shakespeare) or a path (required)")
     tlm.add_argument("--out", required=True, help="the run directory to create (or resume)")
     tlm.add_argument("--preset", choices=["quick", "best"], help="a set of options (default: quick)")
     tlm.add_argument(
@@ -619,8 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     tlm.set_defaults(func=cmd_train_lm)
 
     tc = train.add_parser("classify", help="a sequence classifier on labelled series (.ts files)")
-    tc.add_argument("--train", required=True, help="a .ts file of labelled training series")
+    tc.add_argument("--train", help="a .ts file of labelled training series (or --data)")
     tc.add_argument("--test", help="a .ts file of labelled test series, scored once at the end")
+    tc.add_argument(
+        "--data", metavar="NAME",
+        help="a UEA/UCR problem by name, e.g. JapaneseVowels: its train and test splits (offline for the "
+        "ones the aeon package ships; others are downloaded through aeon)",
+    )  # fmt: skip
     tc.add_argument("--out", required=True, help="the run directory to create (or resume)")
     tc.add_argument(
         "--model", choices=["rnn", "mlp"],
@@ -662,8 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="label series (.ts) with a trained classifier")
     pr.add_argument("run_dir", help="a run directory made by `rnnkit train classify`")
     pr.add_argument(
-        "data", help="a .ts file; its class labels are optional (with them, accuracy is reported)"
+        "data", nargs="?", help="a .ts file; its class labels are optional (with them, accuracy is reported)"
     )
+    pr.add_argument("--data", dest="data_option", metavar="NAME",
+                    help="a UEA/UCR problem by name (e.g. JapaneseVowels): label and score its test split")
     pr.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.set_defaults(func=cmd_predict)
@@ -672,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seq2seq", help="an encoder-decoder on a generated task: number words English -> French, addition"
     )
     ts.add_argument(
-        "--task", required=True, choices=["numbers", "addition"],
+        "--task", choices=["numbers", "addition"],
         help="numbers: 'three hundred and forty-two' -> 'trois cent quarante-deux' (words); addition: "
         "'123+45' -> '168' (characters)",
     )  # fmt: skip
@@ -868,7 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from rnnkit.boundary import debug_requested, run_command
+
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     args.argv = argv
     for name in ("seq_len", "batch", "features", "hidden", "repeats", "layers", "steps", "order", "nproc",
@@ -881,17 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from rnnkit.errors import TrainingError
-
-    try:
-        return args.func(args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        TrainingError,
-    ) as e:  # bad input (InputError is a ValueError): no traceback
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, debug)  # one line on stderr for any failure; exit 1, 2 or 130
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ from tqdm import tqdm
 from ..errors import InputError, TrainingError, check_int
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .interrupt import RunInterrupted, StopSignals
+from .lock import RunLock
 from .schedules import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -236,7 +238,9 @@ def fit(
     device = next(model.parameters()).device
     joined = distributed.setup(device)
     try:
-        return _fit(model, task, config, Path(run_dir), resume, progress, device)
+        # one process per run directory (rank 0 writes for all); Ctrl-C / SIGTERM save, then stop
+        with RunLock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+            return _fit(model, task, config, Path(run_dir), resume, progress, device)
     finally:
         if joined:
             distributed.teardown()
@@ -301,6 +305,7 @@ def _fit(
     started = time.perf_counter() - elapsed
     # only rank 0 writes the metrics
     log = open(metrics_path, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed below)
+    signals = StopSignals().__enter__()  # a signal now asks to stop after the step under way
     try:
         while step < config.steps:
             t0 = time.perf_counter()
@@ -354,10 +359,12 @@ def _fit(
                 bar.set_postfix(loss=f"{train_loss:.3f}", gnorm=f"{grad_norm:.2f}", lr=f"{lr:.2e}")
 
             last = step == config.steps
-            if not last and _past(deadline, device):
+            if signals.requested(device):  # save this step at once, without a validation
+                last, stopped = True, "interrupted"
+            elif not last and _past(deadline, device):
                 last, stopped = True, "minutes"
             is_best = False
-            if step % config.eval_every == 0 or last:
+            if step % config.eval_every == 0 or (last and stopped != "interrupted"):
                 scores = task.evaluate(model)
                 valid_loss = scores["loss"]
                 elapsed = time.perf_counter() - started
@@ -398,9 +405,12 @@ def _fit(
             if last:
                 break
     finally:
+        signals.__exit__()
         bar.close()
         if log is not None:
             log.close()
+    if stopped == "interrupted":
+        raise RunInterrupted(step, str(run_dir), signals.name or "SIGINT")
     if main and config.plots:
         _plot(run_dir)
     distributed.barrier()
@@ -483,16 +493,15 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
 
 def _check_same_run(run_dir: Path, saved: dict[str, Any]) -> None:
     """Refuse to resume with another model or other training settings (``steps`` may grow)."""
+    from ..resume import check_same
+    from ..rundir import read_json
+
     path = run_dir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    free = {"steps": None, "minutes": None, "plots": None, "log_every": None}  # may change on resume
+    old = read_json(path)
     defaults = dataclasses.asdict(TrainConfig())  # fields added since the run started keep defaults
-    new = {**saved, "train": {**saved["train"], **free}}
-    old = {**old, "train": {**defaults, **old.get("train", {}), **free}}
-    if old != new:
-        raise InputError(f"{path}: the run was started with other settings {old}; resuming with {new}")
+    check_same(path, {**old, "train": {**defaults, **old.get("train", {})}}, saved)
 
 
 def _seed_everything(seed: int) -> None:

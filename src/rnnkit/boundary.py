@@ -1,0 +1,192 @@
+"""The CLI's one error boundary: every command runs inside :func:`run_command`, which checks what can be
+checked before any work (the run directory's kind, ``--resume`` on a folder that exists, ``--out`` that is
+not a file), and turns every failure into one line on stderr and an exit status:
+
+    0    done
+    1    the run failed (training diverged, out of memory, a full disk, an unexpected error)
+    2    bad input (an option, a file, a run directory of the wrong kind)
+    130  interrupted (Ctrl-C or SIGTERM; a training run saves a checkpoint first)
+
+``--debug`` (anywhere on the command line) or ``RNNKIT_DEBUG=1`` also prints the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+OK, FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
+
+# command -> the kind of run directory it reads (see rnnkit.rundir)
+NEEDS_KIND = {"generate": "language-model", "sample": "language-model", "export": "language-model",
+              "evaluate": "language-model", "predict": "classifier", "tag": "tagger",
+              "translate": "seq2seq"}  # fmt: skip
+
+# training commands -> options of which a fresh run needs one (a resumed one takes the saved value)
+REQUIRED = {"lm": ("data",), "classify": ("train", "data"), "seq2seq": ("task",)}
+
+_OS_WORDS = {
+    errno.ENOENT: "no such file or directory",
+    errno.EISDIR: "is a directory, expected a file",
+    errno.ENOTDIR: "not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EEXIST: "already exists",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+_RUN_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EIO}  # the machine failed the run, not the input
+
+
+def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--debug`` is on the command line (anywhere) or ``RNNKIT_DEBUG`` is set; argv without it."""
+    rest = [a for a in argv if a != "--debug"]
+    env = os.environ.get("RNNKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or len(rest) != len(argv), rest
+
+
+def run_command(
+    func: Callable[[argparse.Namespace], int], args: argparse.Namespace, debug: bool = False
+) -> int:
+    """Run one command; returns its exit status (see the module docstring). Never raises, but SystemExit."""
+    try:
+        preflight(args)
+        with _run_lock(args):
+            return func(args)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- the one place every failure ends
+        if debug:
+            traceback.print_exc()
+        status, message = describe(e, args)
+        print(f"rnnkit: {'error: ' if status != INTERRUPTED else ''}{message}", file=sys.stderr)
+        return status
+
+
+def describe(e: BaseException, args: argparse.Namespace | None = None) -> tuple[int, str]:
+    """The exit status and the one line for exception ``e``."""
+    from .errors import TrainingError
+    from .training.interrupt import RunInterrupted
+
+    if isinstance(e, RunInterrupted):
+        return INTERRUPTED, f"{e} with `{_resume_command(args, e.run_dir)}`"
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED, "interrupted (nothing was being trained, so nothing was saved)"
+    if isinstance(e, TrainingError):
+        return FAILED, str(e)
+    if _out_of_memory(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return FAILED, f"out of memory ({first[:200]}); try smaller --hidden, --batch or --seq-len"
+    if isinstance(e, OSError) and not _is_data_error(e):
+        return _os_error(e)
+    if isinstance(e, ValueError) or _is_data_error(e):
+        return BAD_INPUT, str(e) or type(e).__name__
+    hint = "" if os.environ.get("RNNKIT_DEBUG") else " (run again with --debug for the traceback)"
+    return FAILED, f"unexpected {type(e).__name__}: {str(e)[:300]}{hint}"
+
+
+def _is_data_error(e: BaseException) -> bool:
+    from .data.datasets import DownloadError
+
+    return isinstance(e, DownloadError)
+
+
+def _os_error(e: OSError) -> tuple[int, str]:
+    words = _OS_WORDS.get(e.errno or -1, e.strerror or str(e))
+    where = e.filename if e.filename is not None else None
+    if where is None:
+        message = str(e) or words
+    else:
+        other = f" -> {e.filename2}" if e.filename2 is not None else ""
+        message = f"{where}{other}: {words}"
+    return (FAILED if e.errno in _RUN_FAILURES else BAD_INPUT), message
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("DefaultCPUAllocator" in text or "out of memory" in text)
+
+
+def _resume_command(args: argparse.Namespace | None, run_dir: str) -> str:
+    task = getattr(args, "task", None)
+    if args is not None and getattr(args, "command", None) == "train" and task:
+        return f"rnnkit train {task} --out {run_dir} --resume"
+    return f"--resume on {run_dir}"
+
+
+# -- checks before any work --------------------------------------------------------------------------------
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """What can be refused before a command does anything (each an InputError naming what is wrong)."""
+    from . import rundir
+    from .errors import InputError
+
+    command = getattr(args, "command", None)
+    kind = NEEDS_KIND.get(command or "")
+    if kind is not None and getattr(args, "run_dir", None) is not None:
+        rundir.require_kind(args.run_dir, kind, command)
+    if command == "diagnose" and getattr(args, "run", None) is not None:
+        _diagnose_run(args.run)
+    out = getattr(args, "out", None)
+    if command != "train" or out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory; --out names a run directory")
+    if getattr(args, "resume", False):
+        if not out.is_dir():
+            raise InputError(
+                f"--resume: {out} does not exist; --resume continues the run in --out (leave it out to "
+                "start one)"
+            )
+        rundir.check_json_files(out)
+        if not (out / "config.json").is_file():
+            raise InputError(f"--resume: {out} holds no run (no config.json); leave --resume out to start")
+        from .resume import fill_from_saved
+
+        fill_from_saved(args, out)
+    task = getattr(args, "task", None)
+    needed = REQUIRED.get(task or "", ())
+    if needed and all(getattr(args, name, None) is None for name in needed):
+        given = " or ".join(f"--{name}" for name in needed)
+        raise InputError(f"`rnnkit train {task}` needs {given} (only --resume may leave it out)")
+    if task == "classify" and getattr(args, "data", None) and (args.train or args.test):
+        raise InputError("--data NAME names both splits: give it, or --train/--test, not both")
+
+
+def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """A training command holds its --out from the start, before it writes a tokenizer or config (the
+    launcher of --nproc N does not: its rank 0 does)."""
+    from .training.lock import RunLock
+
+    if getattr(args, "command", None) != "train" or getattr(args, "out", None) is None:
+        return contextlib.nullcontext()
+    if (getattr(args, "nproc", 1) or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return contextlib.nullcontext()
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return RunLock(args.out)
+
+
+def _diagnose_run(run: str) -> None:
+    from . import rundir
+    from .errors import InputError
+
+    try:
+        rundir.require_kind(run, "language-model", "diagnose --run")
+    except InputError:
+        if rundir.run_kind(run) != "classifier":
+            raise

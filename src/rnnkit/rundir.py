@@ -1,0 +1,97 @@
+"""What a run directory is: its kind (which ``rnnkit train`` command made it) and its JSON files, read so
+that a damaged or hand-edited one is named in the error.
+
+Kinds, told apart by the files each application writes beside ``config.json``::
+
+    classes.json                     classifier       rnnkit train classify
+    vocab.json                       seq2seq          rnnkit train seq2seq
+    tokenizer.json + data.json task  tagger           rnnkit train tag
+    tokenizer.json                   language-model   rnnkit train lm
+    config.json, model.alphabet      speller          rnnkit train spell
+    config.json, no model config     synthetic-task   rnnkit train task
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+KINDS = {
+    "language-model": "rnnkit train lm",
+    "classifier": "rnnkit train classify",
+    "tagger": "rnnkit train tag",
+    "seq2seq": "rnnkit train seq2seq",
+    "speller": "rnnkit train spell",
+    "synthetic-task": "rnnkit train task",
+}
+ARTICLE = {"language-model": "a language-model", "classifier": "a classifier", "tagger": "a tagger",
+           "seq2seq": "a seq2seq", "speller": "a speller", "synthetic-task": "a synthetic-task"}  # fmt: skip
+JSON_FILES = ("config.json", "classes.json", "vocab.json", "tokenizer.json", "data.json")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's content; a missing, unreadable or malformed file is an :class:`InputError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); damaged") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+def run_kind(run_dir: str | os.PathLike[str]) -> str | None:
+    """The kind of run in ``run_dir`` (a key of :data:`KINDS`), or None when it holds no ``config.json``."""
+    d = Path(run_dir)
+    if not (d / "config.json").is_file():
+        return None
+    if (d / "classes.json").is_file():
+        return "classifier"
+    if (d / "vocab.json").is_file():
+        return "seq2seq"
+    if (d / "tokenizer.json").is_file():
+        data = read_json(d / "data.json") if (d / "data.json").is_file() else {}
+        return "tagger" if isinstance(data, dict) and data.get("task") == "case" else "language-model"
+    config = read_json(d / "config.json")
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and "alphabet" in model:
+        return "speller"
+    return "synthetic-task" if model is None else None
+
+
+def check_json_files(run_dir: str | os.PathLike[str]) -> None:
+    """Every JSON file of the run parses (and ``config.json`` is an object): else an error naming it."""
+    d = Path(run_dir)
+    for name in JSON_FILES:
+        if (d / name).exists():
+            content = read_json(d / name)
+            if name == "config.json" and not (isinstance(content, dict) and "train" in content):
+                raise InputError(f"{d / name}: not a run's config (expected an object with 'train', 'model')")
+
+
+def require_kind(run_dir: str | os.PathLike[str], kind: str, command: str) -> None:
+    """Refuse a run directory that does not exist, is not a run, or is a run of another kind.
+
+    The message names the directory, what it is, and what ``command`` needs, e.g. "runs/cls is a classifier
+    run; `generate` needs a language-model run (made by `rnnkit train lm`)".
+    """
+    d = Path(run_dir)
+    needs = f"`{command}` needs {ARTICLE[kind]} run (made by `{KINDS[kind]}`)"
+    if not d.exists():
+        raise InputError(f"{d}: not a run directory (no such folder); {needs}")
+    if not d.is_dir():
+        raise InputError(f"{d}: not a run directory (a file); {needs}")
+    check_json_files(d)
+    found = run_kind(d)
+    if found is None:
+        raise InputError(f"{d}: not a run directory (no config.json); {needs}")
+    if found != kind:
+        raise InputError(f"{d} is {ARTICLE[found]} run; {needs}")
