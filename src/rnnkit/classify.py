@@ -139,9 +139,11 @@ def train_classifier(
     test_set = as_dataset(test, "test") if test is not None else None
     if train_set.labels is None:
         raise InputError(f"{train_set.source}: training series need class labels (@classLabel true ...)")
-    if len(train_set.classes) < 2:
+    present = sorted(set(train_set.labels), key=train_set.classes.index)
+    if len(present) < 2:
         raise InputError(
-            f"{train_set.source}: classification needs at least 2 classes, got {train_set.classes}"
+            f"{train_set.source}: classification needs series of at least 2 classes; the training series "
+            f"are all of class {present[0] if present else None!r} (declared: {train_set.classes})"
         )
     if test_set is not None:
         _check_channels(test_set, train_set.channels, train_set.source)

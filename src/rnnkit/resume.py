@@ -18,8 +18,8 @@ FREE = ("steps", "minutes", "plots", "log_every", "checkpoint_every", "keep_last
 # config field -> the CLI option's dest, where the two names differ
 ALIASES = {"batch_size": "batch", "warmup_steps": "warmup", "n_train": "train_pairs",
            "n_valid": "valid_pairs", "n_test": "test_pairs", "max_digits": "digits"}  # fmt: skip
-# fields stored in another form than the option takes (reset_on: a token id; the option: its text)
-_NOT_OPTIONS = {"reset_on"}
+# fields stored in another form than the option of that name takes (reset_on: a token id, the option its text)
+_NOT_OPTIONS = {"reset_on", "vocab_size"}  # vocab_size: the model's; --vocab-size: a word limit
 
 
 def fill_from_saved(args: argparse.Namespace, run_dir: str | os.PathLike[str]) -> None:
@@ -55,7 +55,7 @@ def check_same(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
     if diffs:
         free = ", ".join(f"--{k.replace('_', '-')}" for k in FREE if k not in ("plots", "log_every"))
         raise InputError(
-            f"{path}: --resume with other settings than the run was started with: {'; '.join(diffs)} "
+            f"{path}: the run was started with other settings: {'; '.join(diffs)} "
             f"(leave an option out to keep the saved value; only {free} may change)"
         )
 

@@ -95,3 +95,31 @@ def require_kind(run_dir: str | os.PathLike[str], kind: str, command: str) -> No
         raise InputError(f"{d}: not a run directory (no config.json); {needs}")
     if found != kind:
         raise InputError(f"{d} is {ARTICLE[found]} run; {needs}")
+    check_model_config(d, kind)
+
+
+# kind -> (module, class) of the model's config dataclass, as saved in config.json's "model"
+MODEL_CONFIGS = {
+    "language-model": ("rnnkit.models.language_model", "LMConfig"),
+    "classifier": ("rnnkit.models.classifier", "ClassifierConfig"),
+    "tagger": ("rnnkit.models.tagger", "TaggerConfig"),
+    "seq2seq": ("rnnkit.models.seq2seq", "Seq2SeqConfig"),
+    "speller": ("rnnkit.models.speller", "SpellerConfig"),
+}
+
+
+def check_model_config(run_dir: str | os.PathLike[str], kind: str) -> None:
+    """The saved model settings build the model's config (an edited or foreign config.json is named)."""
+    import importlib
+
+    if kind not in MODEL_CONFIGS:
+        return
+    path = Path(run_dir) / "config.json"
+    module, name = MODEL_CONFIGS[kind]
+    model = read_json(path).get("model")
+    if not isinstance(model, dict):
+        raise InputError(f"{path}: 'model' must be an object of {name} settings, got {type(model).__name__}")
+    try:
+        getattr(importlib.import_module(module), name)(**model)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: the model settings do not make a {name}: {e}") from None
