@@ -260,3 +260,66 @@ def test_two_processes_on_one_run_directory(tmp_path, corpus):
     assert after.returncode == 0, after.stderr
     assert f"pid {first.pid}," not in (run / ".lock").read_text()
     assert load_checkpoint(run).step == 2
+
+
+# -- input that is not what it claims, sizes that cannot fit -------------------------------------------------
+
+
+def fake_tagger_run(folder: Path) -> Path:
+    """A run directory that passes as a tagger's (the command reads its input before the weights)."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"train": {}, "model": {"vocab_size": 5, "num_tags": 2}}))
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "data.json").write_text(json.dumps({"data": "x", "task": "case"}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"\x7fELF\x02\x01\x01\x00\x00", "standard input: binary data, not text (a NUL character at offset 7"),
+     (b"abc\xff\xfe", "standard input: invalid UTF-8 at byte offset 3")],
+)  # fmt: skip
+def test_tag_refuses_binary_standard_input(tmp_path, capsys, monkeypatch, data, message):
+    import io
+
+    run = fake_tagger_run(tmp_path / "tagger")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert main(["tag", str(run)]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+
+
+def test_parameter_estimate_is_exact_for_language_models():
+    from rnnkit.models import LanguageModel, LMConfig
+    from rnnkit.training import resources
+
+    for cell, layers in (("lstm", 2), ("gru", 1), ("rnn", 3)):
+        model = LanguageModel(LMConfig(vocab_size=11, cell=cell, hidden=7, layers=layers))
+        need = resources.estimate(cell=cell, hidden=7, layers=layers, input_size=7, outputs=11, embedding=11,
+                                  batch=2, steps=3)  # fmt: skip
+        assert need.parameters == sum(p.numel() for p in model.parameters()), cell
+
+
+def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch, corpus):
+    from rnnkit.training import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 8 * 10**9)  # an 8 GB machine
+    out = tmp_path / "big"
+    assert main(["train", "lm", "--data", str(corpus), "--out", str(out), "--hidden", "10000000"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--hidden 10000000" in line and "PB (800,005,200,000,256 parameters" in line
+    assert "more than the 8.0 GB of memory available" in line and not out.exists()
+    assert main(["train", "task", "--task", "parity", "--length", "300000", "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--length 300000: training would need about 31.0 GB" in line and not out.exists()
+    # past half of the memory: a warning, and the run goes on
+    monkeypatch.setattr(resources, "available_memory", lambda: 40 * 10**9)
+    argv = ["train", "task", "--task", "parity", "--length", "300000", "--out", str(out), "--steps", "1"]
+
+    def cmd_train_task(args):  # the run itself is not the point
+        return 0
+
+    monkeypatch.setattr("rnnkit.cli.cmd_train_task", cmd_train_task)
+    assert main(argv) == 0
+    assert "rnnkit: warning: --hidden 64 --layers 1 --length 300000: training will need about 31.0 GB" in (
+        capsys.readouterr().err
+    )

@@ -119,11 +119,16 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("DefaultCPUAllocator" in text or "out of memory" in text)
 
 
+def train_command(args: argparse.Namespace | None) -> str | None:
+    """Which `rnnkit train X` this is ("lm", "classify", ...), or None. (Not ``args.task``: `train task`
+    and `train seq2seq` have a --task option of their own.)"""
+    name = getattr(getattr(args, "func", None), "__name__", "")
+    return name.removeprefix("cmd_train_") if name.startswith("cmd_train_") else None
+
+
 def _resume_command(args: argparse.Namespace | None, run_dir: str) -> str:
-    task = getattr(args, "task", None)
-    if args is not None and getattr(args, "command", None) == "train" and task:
-        return f"rnnkit train {task} --out {run_dir} --resume"
-    return f"--resume on {run_dir}"
+    task = train_command(args)
+    return f"rnnkit train {task} --out {run_dir} --resume" if task else f"--resume on {run_dir}"
 
 
 # -- checks before any work --------------------------------------------------------------------------------
@@ -158,13 +163,54 @@ def preflight(args: argparse.Namespace) -> None:
         from .resume import fill_from_saved
 
         fill_from_saved(args, out)
-    task = getattr(args, "task", None)
+    task = train_command(args)
     needed = REQUIRED.get(task or "", ())
     if needed and all(getattr(args, name, None) is None for name in needed):
         given = " or ".join(f"--{name}" for name in needed)
         raise InputError(f"`rnnkit train {task}` needs {given} (only --resume may leave it out)")
     if task == "classify" and getattr(args, "data", None) and (args.train or args.test):
         raise InputError("--data NAME names both splits: give it, or --train/--test, not both")
+    _check_memory(args)
+
+
+# train command -> its sizes when not given (the presets', or above): cell, hidden, layers, bidirectional,
+# batch, steps per sequence, input width, outputs (vocabulary or classes)
+_SIZES = {
+    "lm": ("lstm", 256, 1, False, 32, 64, None, 256),
+    "tag": ("lstm", 128, 1, True, 32, 128, None, 256),
+    "classify": ("gru", 96, 2, True, 32, 100, 16, 16),
+    "seq2seq": ("lstm", 128, 1, False, 64, 40, None, 100),
+    "spell": ("gru", 128, 1, False, 64, 12, 64, 30),
+    "task": ("lstm", 64, 1, False, 64, 100, 10, 10),
+}
+
+
+def _check_memory(args: argparse.Namespace) -> None:
+    """Estimate the run's memory from its sizes and refuse it past the available memory (warn past half)."""
+    from .training import resources
+
+    task = train_command(args)
+    if task not in _SIZES:
+        return
+    cell, hidden, layers, bidirectional, batch, steps, width, outputs = _SIZES[task]
+    given = {"cell": getattr(args, "cell", None), "hidden": getattr(args, "hidden", None),
+             "layers": getattr(args, "layers", None), "bidirectional": getattr(args, "bidirectional", None),
+             "batch": getattr(args, "batch", None),
+             "steps": getattr(args, "length" if task == "task" else "seq_len", None),
+             "outputs": getattr(args, "vocab_size", None)}  # fmt: skip
+    cell, hidden, layers = given["cell"] or cell, given["hidden"] or hidden, given["layers"] or layers
+    embedding = outputs if width is None else 0  # token models embed their vocabulary at width H
+    need = resources.estimate(
+        cell=cell, hidden=hidden, layers=layers, batch=given["batch"] or batch, steps=given["steps"] or steps,
+        bidirectional=bidirectional if given["bidirectional"] is None else given["bidirectional"],
+        input_size=width or hidden, outputs=given["outputs"] or outputs, embedding=embedding,
+    )  # fmt: skip
+    options = {"--hidden": hidden, "--layers": layers, "--batch": given["batch"],
+               "--length" if task == "task" else "--seq-len": given["steps"]}  # fmt: skip
+    what = " ".join(f"{k} {v}" for k, v in options.items() if v is not None)
+    warning = resources.check(need, what)
+    if warning:
+        print(f"rnnkit: warning: {warning}", file=sys.stderr)
 
 
 def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:

@@ -239,8 +239,9 @@ def cmd_train_task(args: argparse.Namespace) -> int:
 def cmd_tag(args: argparse.Namespace) -> int:
     """Restore the letter case of a text with a trained tagger."""
     from rnnkit import tagging
+    from rnnkit.data.checks import check_text, read_stdin_text
 
-    text = " ".join(args.text) if args.text else sys.stdin.read()
+    text = check_text(" ".join(args.text), "the text") if args.text else read_stdin_text()
     restored = tagging.restore_case(args.run_dir, text, which=args.checkpoint)
     print(json.dumps({"text": restored}) if args.json else restored)
     return 0
