@@ -323,3 +323,48 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
     assert "rnnkit: warning: --hidden 64 --layers 1 --length 300000: training will need about 31.0 GB" in (
         capsys.readouterr().err
     )
+
+
+# -- named UEA problems, results.json ---------------------------------------------------------------------
+
+
+def test_per_class_scores_by_hand():
+    from rnnkit.training.results import per_class_scores
+
+    scores = per_class_scores([[3, 1], [0, 2]], ["x", "y"])  # x: 3 right, 1 taken for y; y: 2 right
+    assert scores["x"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
+    assert scores["y"] == {"precision": 2 / 3, "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert per_class_scores([[0, 0], [0, 1]], ["x", "y"])["x"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                                                   "support": 0}  # fmt: skip
+
+
+def test_named_uea_problem_trains_predicts_and_keeps_results(tmp_path, capsys, vowels_files):
+    run = tmp_path / "run"
+    argv = ["train", "classify", "--data", "JapaneseVowels", "--out", str(run), "--hidden", "8",
+            "--steps", "3", "--no-progress", "--no-plots", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_accuracy"] == report["test_accuracy"] and results["steps"] == 3
+    confusion = results["confusion"]
+    assert sum(map(sum, confusion)) == 370  # the test split of the problem
+    assert results["per_class"]["1"]["support"] == 31 and set(results["per_class"]) == set(report["classes"])
+    assert {"valid_loss", "best_valid_loss", "test_loss", "train_accuracy"} <= set(results)
+    assert main(["predict", str(run), "--data", "JapaneseVowels", "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert predicted["file"] == str(vowels_files[1]) and predicted["accuracy"] == report["test_accuracy"]
+
+
+def test_unknown_uea_problem_offline_is_one_clear_line(tmp_path, capsys, monkeypatch, vowels_files):
+    import types
+    import urllib.error
+
+    def offline(name, save_path=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setitem(sys.modules, "aeon.datasets", types.SimpleNamespace(download_dataset=offline))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["train", "classify", "--data", "NoSuchProblem", "--out", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "could not download the UEA problem 'NoSuchProblem' through aeon (URLError" in line
+    assert "offline problems: " in line and "JapaneseVowels" in line and "--train/--test" in line

@@ -32,6 +32,7 @@ from .models.classifier import ClassifierConfig, MLPClassifier, SequenceClassifi
 from .options import field_names, route
 from .training import distributed
 from .training.checkpoint import atomic_write, load_weights
+from .training.results import per_class_scores, write_results
 from .training.tasks import ClassifyTask, evaluate_classifier, predict_classes
 from .training.trainer import TrainConfig, fit
 
@@ -206,8 +207,12 @@ def train_classifier(
         report.update(
             test_accuracy=scored["accuracy"], test_loss=scored["loss"], confusion=scored["confusion"]
         )
+        report["per_class"] = per_class_scores(scored["confusion"], train_set.classes)
         title = f"{test_set.name or Path(test_set.source).name}: test accuracy {scored['accuracy']:.4f}"
         plot_confusion(np.array(scored["confusion"]), train_set.classes, run_dir / "confusion.png", title)
+    keys = ("checkpoint", "train_accuracy", "train_set_loss", "classes", "test_accuracy", "test_loss",
+            "confusion", "per_class", "parameters")  # fmt: skip
+    write_results(run_dir, {k: report[k] for k in keys if k in report})
     return report
 
 

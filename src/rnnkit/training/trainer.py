@@ -45,6 +45,7 @@ from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .interrupt import RunInterrupted, StopSignals
 from .lock import RunLock
+from .results import write_results
 from .schedules import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -213,6 +214,8 @@ def train_lm(
     task = LMTask(train_ids, valid_ids, config.batch_size, config.seq_len, config.bptt_window, device,
                   reset_on=config.reset_on)  # fmt: skip
     report = fit(model, task, config, run_dir, resume=resume, progress=progress)
+    if distributed.is_main():
+        write_results(run_dir, {"valid_bpc": report["valid_loss"] / LN2})
     return {**report, "valid_bpc": report["valid_loss"] / LN2}
 
 
@@ -414,7 +417,7 @@ def _fit(
     if main and config.plots:
         _plot(run_dir)
     distributed.barrier()
-    return {
+    report = {
         "steps": step,
         "train_loss": train_loss,
         "valid_loss": valid_loss,
@@ -424,6 +427,9 @@ def _fit(
         "elapsed_s": elapsed,
         "run_dir": str(run_dir),
     }
+    if main:
+        write_results(run_dir, {k: v for k, v in report.items() if k != "run_dir"})
+    return report
 
 
 def _accumulate(net: nn.Module, task: Task, ratio: float, parts: int, world: int) -> tuple[float, dict]:
