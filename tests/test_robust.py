@@ -368,3 +368,26 @@ def test_unknown_uea_problem_offline_is_one_clear_line(tmp_path, capsys, monkeyp
     line = one_error_line(capsys.readouterr().err)
     assert "could not download the UEA problem 'NoSuchProblem' through aeon (URLError" in line
     assert "offline problems: " in line and "JapaneseVowels" in line and "--train/--test" in line
+
+
+def test_tensorboard_event_files(tmp_path, capsys, corpus):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(corpus), "--out", str(run), "--steps", "4", "--eval-every", "2",
+            "--tensorboard", *TINY_LM]  # fmt: skip
+    assert main(argv) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/grad_norm", "train/lr", "valid/loss"} <= set(tags["scalars"])
+    losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["loss"] for r in losses if "loss" in r}
+    assert {e.step: e.value for e in events.Scalars("train/loss")} == pytest.approx(logged)
+    assert [e.step for e in events.Scalars("valid/loss")] == [2, 4]
+    grads = [t for t in tags["histograms"] if t.startswith("grad/")]
+    from rnnkit import lm
+
+    names = [f"grad/{name}" for name, _ in lm.load_language_model(run).model.named_parameters()]
+    assert sorted(grads) == sorted(names) and any("weight_hh" in t for t in grads)
+    assert [e.step for e in events.Histograms(grads[0])] == [1]  # and every --log-every (10) steps

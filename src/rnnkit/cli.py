@@ -491,6 +491,7 @@ TRAINING_OPTIONS = {
     "bptt_window": "bptt_window", "accumulate": "accumulate", "teacher_forcing": "teacher_forcing",
     "tf_k": "tf_k", "tf_c": "tf_c", "tf_floor": "tf_floor", "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every", "keep_last": "keep_last", "max_bad_steps": "max_bad_steps",
+    "tensorboard": "tensorboard",
 }  # fmt: skip
 
 
@@ -569,6 +570,10 @@ def add_training_options(p: argparse.ArgumentParser, bptt: bool = False, samplin
     g.add_argument("--keep-last", type=int, help="checkpoints to keep (besides the best)")
     g.add_argument("--max-bad-steps", type=int, help="stop after this many non-finite steps in a row")
     g.add_argument("--no-plots", action="store_true", help="do not draw loss.png, grad_norm.png, lr.png")
+    g.add_argument(
+        "--tensorboard", action="store_true", default=None,
+        help="also write TensorBoard event files (scalars, gradient histograms) to OUT/tensorboard",
+    )  # fmt: skip
     g.add_argument("--nproc", type=int, default=1, help="train in this many processes (DDP via torchrun)")
 
 

@@ -14,7 +14,7 @@ from .errors import InputError
 from .rundir import read_json
 
 # TrainConfig fields that may differ on resume
-FREE = ("steps", "minutes", "plots", "log_every", "checkpoint_every", "keep_last")
+FREE = ("steps", "minutes", "plots", "log_every", "checkpoint_every", "keep_last", "tensorboard")
 # config field -> the CLI option's dest, where the two names differ
 ALIASES = {"batch_size": "batch", "warmup_steps": "warmup", "n_train": "train_pairs",
            "n_valid": "valid_pairs", "n_test": "test_pairs", "max_digits": "digits"}  # fmt: skip

@@ -55,6 +55,7 @@ from .schedules import (
     teacher_forcing_ratio,
 )
 from .tasks import LN2, LMTask, Task, evaluate
+from .tensorboard import TensorBoardLog
 
 __all__ = ["TrainConfig", "TrainingError", "evaluate", "fit", "train_lm"]
 
@@ -98,6 +99,8 @@ class TrainConfig:
         minutes: a wall-time budget for this process: training stops after the first step past it (with a
             final validation and checkpoint), even before ``steps``; a resumed run gets a fresh budget.
         plots: draw loss.png, grad_norm.png and lr.png in the run directory at the end.
+        tensorboard: also write TensorBoard event files (scalars, gradient histograms) into
+            ``run_dir/tensorboard/`` (:mod:`rnnkit.training.tensorboard`; needs the tensorboard package).
     """
 
     steps: int = 1000
@@ -131,6 +134,7 @@ class TrainConfig:
     log_every: int = 10
     minutes: float | None = None
     plots: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
@@ -166,8 +170,9 @@ class TrainConfig:
         for name in ("clip_norm", "clip_value", "minutes", "tf_k", "tf_c"):
             if getattr(self, name) is not None:
                 _check_real(name, getattr(self, name), positive=True)
-        if not isinstance(self.plots, bool):
-            raise TypeError(f"plots should be of type bool, got: {type(self.plots).__name__}")
+        for name in ("plots", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(getattr(self, name)).__name__}")
 
     def teacher_forcing_at(self, step: int) -> float:
         """The probability of feeding the ground truth at ``step`` (1.0 for "always")."""
@@ -308,6 +313,7 @@ def _fit(
     started = time.perf_counter() - elapsed
     # only rank 0 writes the metrics
     log = open(metrics_path, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed below)
+    board = TensorBoardLog(run_dir, step) if config.tensorboard and main else None
     signals = StopSignals().__enter__()  # a signal now asks to stop after the step under way
     try:
         while step < config.steps:
@@ -350,6 +356,8 @@ def _fit(
             if bad_streak:
                 record["skipped"] = True
             _log(log, record)
+            if board is not None:
+                board.write(record, model if step % config.log_every == 0 or step == 1 else None)
             bar.update(1)
             if bad_streak >= config.max_bad_steps:
                 raise TrainingError(
@@ -371,9 +379,10 @@ def _fit(
                 scores = task.evaluate(model)
                 valid_loss = scores["loss"]
                 elapsed = time.perf_counter() - started
-                _log(
-                    log, {"step": step, **{f"valid_{k}": v for k, v in scores.items()}, "elapsed_s": elapsed}
-                )
+                valid = {"step": step, **{f"valid_{k}": v for k, v in scores.items()}, "elapsed_s": elapsed}
+                _log(log, valid)
+                if board is not None:
+                    board.write(valid)
                 schedule.after_eval(valid_loss)
                 is_best = valid_loss < best_valid
                 best_valid = min(best_valid, valid_loss)
@@ -409,6 +418,8 @@ def _fit(
                 break
     finally:
         signals.__exit__()
+        if board is not None:
+            board.close()
         bar.close()
         if log is not None:
             log.close()
