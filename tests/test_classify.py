@@ -255,7 +255,7 @@ def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "classify", "--train", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert f"{bad}:4: expected 12 dimensions" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), str(TEST)]) == 2
-    assert "not a classifier's run directory" in capsys.readouterr().err
+    assert "not a run directory (no config.json); `predict` needs a classifier run" in capsys.readouterr().err
     other = tmp_path / "other.ts"
     other.write_text("@dimensions 12\n@classLabel true 1 x\n@data\n" + ",".join(["1"] * 3) + ":1\n")
     argv = ["train", "classify", "--train", str(TRAIN), "--test", str(other), "--out", str(tmp_path / "s")]
