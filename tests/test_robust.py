@@ -125,6 +125,11 @@ def test_out_is_a_file_and_resume_of_nothing(tmp_path, capsys, corpus):
     assert main(["train", "lm", "--out", str(missing)]) == 2  # a fresh run needs its data
     assert "needs --data" in one_error_line(capsys.readouterr().err)
     assert not missing.exists()  # a refused start leaves no folder behind
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["train", "lm", "--data", str(empty), "--out", str(missing), *TINY_LM]) == 2
+    assert f"{empty} is empty" in one_error_line(capsys.readouterr().err)
+    assert not missing.exists()  # refused by the command, after the lock made the folder: removed again
 
 
 def test_resume_needs_only_out_and_names_each_difference(tmp_path, capsys, corpus):
@@ -162,6 +167,8 @@ def test_single_class_training_set_is_refused(tmp_path, capsys):
         (PermissionError(errno.EACCES, "Permission denied", "/etc/x"), 2, "/etc/x: permission denied"),
         (OSError(errno.EROFS, "Read-only file system", "/ro/run"), 2, "/ro/run: read-only file system"),
         (FileExistsError(errno.EEXIST, "File exists", "/x"), 2, "/x: already exists"),
+        (FileNotFoundError(errno.ENOENT, "No such file", "/proc/.tmp-x.onnx-5929-eb8f9483"), 2,
+         "/proc/x.onnx: no such file or directory"),
         (MemoryError(), 1, "out of memory"),
         (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"), 1,
          "out of memory"),

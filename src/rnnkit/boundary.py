@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -43,6 +44,7 @@ _OS_WORDS = {
     errno.EDQUOT: "disk quota exceeded",
 }
 _RUN_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EIO}  # the machine failed the run, not the input
+_TEMP_FILE = re.compile(r"\.tmp-(.+)-\d+-[0-9a-f]{8}$")  # atomic_write's temporary name -> the file's
 
 
 def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
@@ -100,7 +102,7 @@ def _is_data_error(e: BaseException) -> bool:
 
 def _os_error(e: OSError) -> tuple[int, str]:
     words = _OS_WORDS.get(e.errno or -1, e.strerror or str(e))
-    where = e.filename if e.filename is not None else None
+    where = _TEMP_FILE.sub(r"\1", str(e.filename)) if e.filename is not None else None  # the file meant
     if where is None:
         message = str(e) or words
     else:
