@@ -311,9 +311,9 @@ def _fit(
     deadline = time.perf_counter() + config.minutes * 60 if config.minutes is not None else math.inf
     stopped, bad_streak = "steps", 0
     started = time.perf_counter() - elapsed
+    board = TensorBoardLog(run_dir, step) if config.tensorboard and main else None
     # only rank 0 writes the metrics
     log = open(metrics_path, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed below)
-    board = TensorBoardLog(run_dir, step) if config.tensorboard and main else None
     signals = StopSignals().__enter__()  # a signal now asks to stop after the step under way
     try:
         while step < config.steps:
