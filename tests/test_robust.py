@@ -145,7 +145,7 @@ def test_resume_needs_only_out_and_names_each_difference(tmp_path, capsys, corpu
     assert main(["train", "lm", "--out", str(run), "--resume", *changed]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "model.hidden: saved 8, given 16" in line and "train.lr: saved 0.01, given 0.5" in line
-    assert "only --steps, --minutes, --checkpoint-every, --keep-last may change" in line
+    assert "only --steps, --minutes, --checkpoint-every, --keep-last, --tensorboard may change" in line
     assert load_checkpoint(run).step == 4  # the refused resume changed nothing
 
 
