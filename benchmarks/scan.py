@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from rnnkit import MinGRUCell, MinLSTMCell, Recurrent
 from rnnkit.bench import machine
 from rnnkit.kernels import scan
-from rnnkit.kernels.scan import COEFFICIENTS
+from rnnkit.kernels.scan import scan_kernel
 
 
 def sequential(layer: Recurrent, x: torch.Tensor) -> torch.Tensor:
     cell = layer.cells[0]
-    a, b = COEFFICIENTS[type(cell)](cell, x)  # (T, B, H) each
+    a, b = scan_kernel(cell)(cell, x)  # (T, B, H) each
     h, hs = torch.zeros_like(a[0]), []
     for a_t, b_t in zip(a.unbind(0), b.unbind(0), strict=True):  # unbind: indexing a[t] would make
         h = a_t * h + b_t  # autograd write a full (T, B, H) gradient for every step

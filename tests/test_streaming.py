@@ -19,6 +19,7 @@ from torch import nn
 import rnnkit.nn as rnn
 from rnnkit import ElmanCell, GRUCell, InputError, JordanCell, LSTMCell, LSTMState, Recurrent
 from rnnkit.cells.base import map_state
+from rnnkit.kernels import steps
 from rnnkit.layers import streaming
 
 T, B, F, H = 6, 3, 4, 5  # sequence length, batch, input features, hidden units
@@ -261,7 +262,7 @@ def test_state_may_be_a_list_or_non_contiguous():
 @pytest.mark.parametrize("make", [*CACHED_MAKERS], ids=[*CACHED_NAMES])
 def test_both_products_equal_forward(monkeypatch, small, batch, make):
     """The fast path multiplies through oneDNN's packed weights or addmm (one row, small weights)."""
-    monkeypatch.setattr(streaming, "SMALL_GEMV", small)
+    monkeypatch.setattr(steps, "SMALL_GEMV", small)
     model = make()
     x, state = torch.randn(4, batch, F), random_state(model, batch, dtype=F32)
     with torch.no_grad(), warnings.catch_warnings():

@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -155,6 +156,42 @@ def check_state(
     return state
 
 
+# A fast path: a function, or "module:name" naming one (imported on first use, so that cells, the
+# lowest layer, never import the kernels that make them fast).
+Ref: TypeAlias = "Callable[..., Any] | str | None"
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Where a cell's fast paths live; every one computes exactly the cell's ``step``.
+
+    A cell class declares them (``fast_paths = FastPaths(fused="rnnkit.kernels.fused.lstm:lstm_kernel",
+    ...)``) and :mod:`rnnkit.cells.registry` reads them for that exact class only: a subclass may
+    change ``step``, so it runs the reference loop until it declares its own (``fast_paths =
+    LSTMCell.fast_paths`` where its equations are the same). Each function returns None where the
+    cell's options are beyond it.
+
+    Attributes:
+        native: ``cell -> op``: torch's own op computing this cell ("lstm", "gru", "rnn_tanh",
+            "rnn_relu"; ``kernels/native.py``).
+        fused: ``(cell, rec) -> runner``: rnnkit's fused kernel for a whole layer and direction, with
+            ``rec``'s state dropout, zoneout and resets (``kernels/fused/``; the runner's contract is
+            ``fused.run_fused``'s ``kernel``).
+        compiled: the name of the fused kernel's compiled loops (``kernels/csrc/scan.cpp``, a key of
+            ``compiled.PATHS``), or None.
+        step: ``(cell, batch) -> step``: one time step on weights prepared once, for streaming
+            (``kernels/steps.py``).
+        scan: ``(cell, x) -> (a, b)``: the coefficients of ``h_t = a_t h_{t-1} + b_t`` for all steps of
+            x (T, B, F), for cells whose recurrence is linear in the state (``kernels/scan.py``).
+    """
+
+    native: Ref = None
+    fused: Ref = None
+    compiled: str | None = None
+    step: Ref = None
+    scan: Ref = None
+
+
 class Cell(nn.Module):
     """Base class of all cells: parameters + one step of the recurrence.
 
@@ -170,6 +207,7 @@ class Cell(nn.Module):
     spatial_dims: int = 0  # trailing spatial dims of x_t, y_t and every state field (0: vectors)
     frame_size: tuple[int, ...] | None = None  # the one spatial size the cell takes, or None: any
     input_arg: str = "input_size"  # the constructor argument that with_input_size sets
+    fast_paths: ClassVar[FastPaths] = FastPaths()  # read for the exact class only (see FastPaths)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Remember the constructor arguments, so Recurrent can build the same cell for another

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check_int
-from .base import Cell, activation, param
+from .base import Cell, FastPaths, activation, param
 
 
 class ElmanCell(Cell):
@@ -34,6 +34,13 @@ class ElmanCell(Cell):
         readout_size: if set, add a readout ``y_t = psi(h_t W_hy + b_y)`` of this size.
         readout_activation: ``psi`` (default "identity").
     """
+
+    fast_paths = FastPaths(
+        native="rnnkit.kernels.native:elman_op",
+        fused="rnnkit.kernels.fused.elman:elman_kernel",
+        compiled="elman",
+        step="rnnkit.kernels.steps:elman_step",
+    )
 
     def __init__(
         self,

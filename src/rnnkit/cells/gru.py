@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check_int
-from .base import Cell, param
+from .base import Cell, FastPaths, param
 
 
 class GRUCell(Cell):
@@ -31,6 +31,13 @@ class GRUCell(Cell):
 
     Shapes: ``x_t`` (B, input_size), state ``h`` (B, H), ``y_t = h_t`` (B, H).
     """
+
+    fast_paths = FastPaths(
+        native="rnnkit.kernels.native:gru_op",
+        fused="rnnkit.kernels.fused.gru:gru_kernel",
+        compiled="gru",
+        step="rnnkit.kernels.steps:gru_step",
+    )
 
     def __init__(
         self,

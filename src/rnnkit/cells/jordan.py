@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check_int
-from .base import Cell, activation, param
+from .base import Cell, FastPaths, activation, param
 
 
 class JordanCell(Cell):
@@ -32,6 +32,11 @@ class JordanCell(Cell):
         output_activation: ``psi`` (default "tanh": a bounded output keeps the feedback stable).
         bias: add ``b_h`` and ``b_y``.
     """
+
+    fast_paths = FastPaths(
+        fused="rnnkit.kernels.fused.jordan:jordan_kernel",
+        compiled="jordan",
+    )
 
     def __init__(
         self,

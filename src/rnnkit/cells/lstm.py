@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import check_int
-from .base import Cell, LSTMState, param
+from .base import Cell, FastPaths, LSTMState, param
 
 
 class LSTMCell(Cell):
@@ -41,6 +41,13 @@ class LSTMCell(Cell):
         forget_bias: if set, the forget gate's bias starts at this value (``bias_ih``'s f block; the
             ``bias_hh`` f block starts at 0). 1.0 is the usual choice (Jozefowicz et al. 2015).
     """
+
+    fast_paths = FastPaths(
+        native="rnnkit.kernels.native:lstm_op",
+        fused="rnnkit.kernels.fused.lstm:lstm_kernel",
+        compiled="lstm",
+        step="rnnkit.kernels.steps:lstm_step",
+    )
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import check_int
-from .base import Cell, param
+from .base import Cell, FastPaths, param
 
 CANDIDATES = ("g", "linear")
 
@@ -96,6 +96,8 @@ class MinGRUCell(_MinimalCell):
         device, dtype: of the parameters.
     """
 
+    fast_paths = FastPaths(scan="rnnkit.kernels.scan:mingru_coefficients")
+
     blocks = 2
 
     def step(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,6 +139,8 @@ class MinLSTMCell(_MinimalCell):
         candidate: ``"g"`` (the paper's positive g, default) or ``"linear"`` (see the module docstring).
         device, dtype: of the parameters.
     """
+
+    fast_paths = FastPaths(scan="rnnkit.kernels.scan:minlstm_coefficients")
 
     blocks = 3
 

@@ -2,14 +2,14 @@
 
 At B=64, H=256 a step of a fused kernel is one ~20 us matrix product and 7-12 pointwise ops, each
 paying 5-10 us of Python and dispatch. ``scan.cpp`` runs the same loops (forward and the analytic
-backward of ``fused.py``, same equations, same saved tensors) in C++: per step the recurrent product
+backward of ``fused/``, same equations, same saved tensors) in C++: per step the recurrent product
 (oneDNN's packed weights where ``packed.MKLDNN``, else ``at::mm``) and one vectorised pass of gate math.
-The input projection and its gradients stay in ``fused.py`` (``_input_side``), shared by both paths.
+The input projection and its gradients stay in ``fused/common.py`` (``_input_side``), shared by both paths.
 
 The extension is built with ``torch.utils.cpp_extension`` (a C++ compiler and ninja) into
 ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) the first time a fused kernel runs,
 ~30-60 s once per machine, then loaded from there. Anything that stops it (no compiler, a failed build)
-means: the Python loops of ``fused.py`` run instead, after one warning. ``RNNKIT_NO_EXTENSION=1`` turns
+means: the Python loops of ``fused/`` run instead, after one warning. ``RNNKIT_NO_EXTENSION=1`` turns
 it off. It runs float32 and float64 on the CPU; other devices and dtypes take the Python loops.
 ``PATHS`` counts which path each fused kernel call took.
 """
@@ -134,7 +134,7 @@ def usable(x: Tensor, kernel: str) -> bool:
     return ok
 
 
-# -- the kernels: same arguments as fused.py's loops, outputs of the layer ------------------------------
+# -- the kernels: same arguments as the loops in fused/, outputs of the layer ------------------------------
 
 
 class _Elman(torch.autograd.Function):
@@ -155,7 +155,7 @@ def elman(
     grad: bool, xw: Tensor, h0: Tensor, w_hh: Tensor, alive: Tensor | None, act: str,
     mask: Tensor | None = None, zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused._elman_forward), with state
+    """h (T, B, H) and h_last for xw (T, B, H) = x W_ih^T + b (see fused/elman.py), with state
     dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
         return _Elman.apply(xw, h0, w_hh, alive, ACT_CODES[act], mask, zone)
@@ -190,7 +190,7 @@ def gru(
     mask: Tensor | None = None,
     zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused._gru_forward), with state
+    """h (T, B, H) and h_last for xw (T, B, 3H) = x W_ih^T + b_ih (see fused/gru.py), with state
     dropout ``mask`` (B, H) and zoneout ``zone`` (T, B, H) or None."""
     if grad:
         return _GRU.apply(xw, h0, w_hh, b_hh, alive, reset_after, mask, zone)
@@ -218,7 +218,7 @@ def jordan(
     grad: bool, xw: Tensor, y0: Tensor, w_yh: Tensor, w_hy: Tensor, b_y: Tensor | None, alive: Tensor | None,
     act: str, out_act: str, mask: Tensor | None = None, zone: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused._jordan_forward), with state
+    """y (T, B, O) and y_last for xw (T, B, H) = x W_ih^T + b_h (see fused/jordan.py), with state
     dropout ``mask`` (B, O) and zoneout ``zone`` (T, B, O) or None."""
     args = (xw, y0, w_yh, w_hy, b_y, alive, mask, zone, ACT_CODES[act], ACT_CODES[out_act])
     if grad:
@@ -249,7 +249,7 @@ def lstm(
     g_h: Tensor | None, g_c: Tensor | None, b_c: Tensor | None, alive: Tensor | None,
     mask: Tensor | None = None, zone_h: Tensor | None = None, zone_c: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """y (T, B, R), h_last, c_last for xw (T, B, 4H), the input side of the gates (see fused._lstm_forward).
+    """y (T, B, R), h_last, c_last for xw (T, B, 4H), the input side of the gates (see fused/lstm.py).
     ``peep`` (3, H): p_i, p_f, p_o; ``g_h, g_c, b_c``: the layer norms' gains and bias, or None; state
     dropout ``mask`` (B, R), zoneout ``zone_h`` (T, B, R) and ``zone_c`` (T, B, H), or None."""
     args = (xw, h0, c0, w_hh, w_hr, peep, g_h, g_c, b_c, alive, mask, zone_h, zone_c)

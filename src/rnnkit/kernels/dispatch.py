@@ -3,7 +3,7 @@
 - "reference": the readable loop over ``cell.step`` (the source of truth) for every cell.
 - "native": torch's own fused op for the whole stack; only for models torch implements.
 - "fused": rnnkit's own kernel for the cell, per layer and direction: the fused recurrences of
-  ``fused.py`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
+  ``fused/`` (analytic BPTT, packed weights), or for cells whose recurrence is linear in the state
   (minGRU, minLSTM) the parallel scan of ``scan.py``.
 - "traced": the reference step inside torch's ``scan`` operator (``kernels/traced.py``): one traceable
   loop with a symbolic length, for ``torch.export``; not for eager use.
@@ -12,6 +12,9 @@
   where rnnkit has a kernel (always the scan for minGRU and minLSTM); else reference (the
   convolutional cells among others: computing their input convolution for all steps at once was
   measured slower on CPU, see docs/benchmarks.md).
+
+Which of these a cell has, its class declares (``fast_paths``, see ``cells/base.FastPaths``); this
+module asks through ``native.native_op``, ``fused.fused_kernel`` and ``scan.scan_kernel``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell
+from ..cells.registry import fast_path, fast_paths
 from ..errors import InputError
 from . import compiled
 from .fused import fused_kernel, run_fused
 from .masks import Recurrence
-from .native import stack_is_native
+from .native import native_op, stack_is_native
 from .packed import MKLDNN
 from .scan import run_scan, scan_kernel
 from .traced import run_traced
@@ -131,3 +135,21 @@ def plan(
                 "use impl='auto' or 'reference'"
             )
     return Plan(None, (reference,) * len(cells))
+
+
+def paths(cell: Cell) -> dict[str, object]:
+    """Which fast paths this cell, with its options, has (without regularisation), as its class declares
+    them (``cells/base.FastPaths``): ``native`` (torch's op or None), ``fused``, ``step`` and ``scan``
+    (bools), ``compiled`` (the name of the fused kernel's compiled loops, or None). For reports and
+    tests; prepares the one-step weights once to ask."""
+    fused = fused_kernel(cell) is not None
+    make = fast_path(cell, "step")
+    with torch.no_grad():
+        step = make is not None and make(cell, 1) is not None
+    return {
+        "native": native_op(cell),
+        "fused": fused,
+        "compiled": fast_paths(type(cell)).compiled if fused else None,
+        "step": step,
+        "scan": scan_kernel(cell) is not None,
+    }

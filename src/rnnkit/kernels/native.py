@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
 from ..cells.base import State
+from ..cells.registry import fast_path
 
 _OPS = {
     "lstm": getattr(torch._VF, "lstm", None),
@@ -24,18 +25,29 @@ _OPS = {
 }
 
 
+def lstm_op(cell: LSTMCell) -> str | None:
+    """LSTMCell's fast path: torch's LSTM has projection but no peephole or layer norm."""
+    return None if cell.peephole or cell.layer_norm else "lstm"
+
+
+def gru_op(cell: GRUCell) -> str | None:
+    """GRUCell's fast path: torch's GRU is the reset-after form."""
+    return "gru" if cell.reset_after else None
+
+
+def elman_op(cell: ElmanCell) -> str | None:
+    """ElmanCell's fast path: tanh or relu, no readout."""
+    if cell.readout_size is None and cell.nonlinearity in ("tanh", "relu"):
+        return f"rnn_{cell.nonlinearity}"
+    return None
+
+
 def native_op(cell: Cell) -> str | None:
-    """The torch op that computes exactly this cell's step, or None."""
-    kind = type(cell)
-    if kind is LSTMCell and not (cell.peephole or cell.layer_norm):
-        op = "lstm"
-    elif kind is GRUCell and cell.reset_after:
-        op = "gru"
-    elif kind is ElmanCell and cell.readout_size is None and cell.nonlinearity in ("tanh", "relu"):
-        op = f"rnn_{cell.nonlinearity}"
-    else:
-        return None
-    return op if _OPS[op] is not None else None
+    """The torch op that computes exactly this cell's step (the cell's declared ``native`` fast
+    path), or None."""
+    choose = fast_path(cell, "native")
+    op = choose(cell) if choose is not None else None
+    return op if op is not None and _OPS[op] is not None else None
 
 
 def stack_is_native(cells: Sequence[Cell], merge: str) -> str | None:

@@ -39,6 +39,7 @@ from torch import Tensor
 from ..cells import Cell
 from ..cells.base import State
 from ..cells.minimal import MinGRUCell, MinLSTMCell
+from ..cells.registry import fast_path
 from ..errors import check
 from .masks import reverse_padded, step_mask
 
@@ -129,15 +130,10 @@ def minlstm_coefficients(cell: MinLSTMCell, x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(diff), torch.sigmoid(-diff) * cell.h_tilde(k_h)
 
 
-COEFFICIENTS: dict[type, Callable[..., tuple[Tensor, Tensor]]] = {
-    MinGRUCell: mingru_coefficients,
-    MinLSTMCell: minlstm_coefficients,
-}
-
-
 def scan_kernel(cell: Cell) -> Callable[[Cell, Tensor], tuple[Tensor, Tensor]] | None:
-    """The function giving this cell's ``(a, b)`` for a whole sequence, or None if it has no scan."""
-    return COEFFICIENTS.get(type(cell))
+    """The function giving this cell's ``(a, b)`` for a whole sequence (the cell's declared ``scan``
+    fast path), or None if it has no scan."""
+    return fast_path(cell, "scan")
 
 
 # Steps per block: about this many elements of (steps, B, H). The scan streams its tensors through

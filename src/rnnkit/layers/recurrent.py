@@ -14,18 +14,26 @@ from ..cells.base import (
     Cell,
     State,
     check_state,
-    check_tensor,
     map_state,
-    mask_first,
     stack_states,
     state_fields,
 )
-from ..errors import InputError, check, check_bool, check_int, check_probability
+from ..errors import check, check_bool, check_int, check_probability
 from ..kernels.dispatch import IMPLS, plan
-from ..kernels.fused import record
-from ..kernels.masks import Recurrence, reset_in_processing_order, reverse_padded, step_mask
+from ..kernels.masks import Recurrence, reverse_padded
 from ..kernels.native import run_native
 from . import streaming
+from .checks import (
+    check_cell,
+    check_dims,
+    check_input,
+    check_layer_state,
+    check_lengths,
+    check_reset,
+    check_spatial_options,
+    check_step_reset,
+)
+from .loop import pack_like, run_cell, zone_out
 from .regularization import Regularization, controls, dropout, dropped_weights
 
 MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -129,30 +137,7 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         self._configure(num_layers, bidirectional, merge, dropout, batch_first, impl)
-        if isinstance(cell, nn.Module) and not isinstance(cell, Cell):
-            raise TypeError(
-                f"cell must be a Cell or a factory, got {type(cell).__name__}: a torch.nn module is not "
-                "an rnnkit Cell (it has no step()); use rnnkit.ElmanCell/GRUCell/LSTMCell instead"
-            )
-        if isinstance(cell, Cell):
-            if input_size is not None and input_size != cell.input_size:
-                raise ValueError(
-                    f"input_size={input_size} does not match the cell's input_size={cell.input_size}"
-                )
-            first, make = cell, cell.with_input_size
-        elif callable(cell):
-            if input_size is None:
-                raise ValueError("Recurrent(factory, ...) needs input_size= for the first layer")
-            first, make = cell(input_size), cell
-            if not isinstance(first, Cell):
-                raise TypeError(f"the factory must return a Cell, got {type(first).__name__}")
-            if first.input_size != input_size:
-                raise ValueError(
-                    f"the factory was asked for a cell with input_size={input_size} and returned one "
-                    f"with input_size={first.input_size}"
-                )
-        else:
-            raise TypeError(f"cell must be a Cell or a factory, got {type(cell).__name__}")
+        first, make = check_cell(cell, input_size)
         cells = [first]
         for index in range(1, num_layers * self.num_directions):
             layer = index // self.num_directions
@@ -251,6 +236,11 @@ class Recurrent(nn.Module):
         """The cells in the order layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
         return self.cells  # type: ignore[return-value]
 
+    def _bound_parameters(self) -> tuple[Tensor, ...] | None:
+        """The tensors ``layer_cells()`` binds its cells to, where the layer holds them itself (the
+        torch drop-ins), else None (they live on the cells). Streaming keys its cache on them."""
+        return None
+
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -304,26 +294,28 @@ class Recurrent(nn.Module):
         else:
             if not isinstance(input, Tensor):
                 raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-            self._check_dims(input, cells[0])
+            check_dims(self._name(), input, cells[0], self.batch_first)
             batched = input.dim() >= 3
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
-        self._check_input(x, cells[0])
+        check_input(self._name(), x, cells[0], self.input_size)
         T, B, spatial = x.shape[0], x.shape[1], tuple(x.shape[3:])
         if lengths is not None:
-            lengths = self._check_lengths(lengths, T, B, x.device)
+            lengths = check_lengths(lengths, T, B, x.device)
             if not packed and bool((lengths == T).all()):
                 lengths = None  # no padding: skip the masks
         if reset is not None:
-            reset = self._check_reset(reset, T, B, batched, x.device)
+            reset = check_reset(reset, T, B, batched, self.batch_first, x.device)
         if spatial:
-            self._check_spatial_options(reset, trace)
+            check_spatial_options(
+                self._name(), cells[0], self.regularization, bool(self._initial_names), reset, trace
+            )
         initial = self._initial_states(B, x) if state is None or reset is not None else None
         if state is None:
             states = initial
         else:
-            state = self._check_state(state, cells[0], B, batched, x)
+            state = check_layer_state(self._name(), state, cells[0], len(cells), B, batched, x)
             states = [map_state(lambda s, k=k: s[k], state) for k in range(len(cells))]
 
         x, final = self._run(cells, x, states, lengths, reset, initial, trace)
@@ -335,21 +327,6 @@ class Recurrent(nn.Module):
         if not batched:
             return x.squeeze(1), map_state(lambda s: s.squeeze(1), final), trace
         return (x.transpose(0, 1) if self.batch_first else x), final, trace
-
-    def _check_spatial_options(self, reset: Tensor | None, trace: dict | None) -> None:
-        """Convolutional cells run the plain recurrence only (for now): say so rather than misapply."""
-        reg = self.regularization
-        used = [name for name, on in [
-            ("reset masks", reset is not None), ("per-step states", trace is not None),
-            ("learn_initial_state", bool(self._initial_names)), ("state_dropout", reg.state_dropout > 0),
-            ("zoneout", any(p > 0 for p in reg.zoneout)),
-            ("weight_drop", reg.weight_drop > 0), ("input_dropout", reg.input_dropout > 0),
-        ] if on]  # fmt: skip
-        check(
-            not used,
-            f"{self._name()}: {', '.join(used)} are not supported for convolutional cells "
-            f"({type(self.layer_cells()[0]).__name__}) yet; dropout between layers is",
-        )
 
     def _initial_states(self, B: int, x: Tensor) -> list[State]:
         """:meth:`initial_state` per layer and direction, each (B, n) per field."""
@@ -445,27 +422,13 @@ class Recurrent(nn.Module):
                 state = check_state(
                     state, cell.state_size, (K, B) if batched else (K,), x, self._name(), batched
                 )
-                r = self._check_step_reset(reset, B, batched, x.device)
+                r = check_step_reset(self._name(), reset, B, batched, x.device)
                 state = map_state(lambda s, s0: torch.where(r, s0, s), state, initial)
         if not self.regularization.active(self.training):
             return streaming.step(self, x, state)
         time_axis = 1 if batched and self.batch_first else 0
         y, state = self(x.unsqueeze(time_axis), state)
         return y.squeeze(time_axis), state
-
-    def _check_step_reset(self, reset: Any, B: int, batched: bool, device: torch.device) -> Tensor:
-        """A step's reset: (B,) bool (0-d unbatched); returned broadcastable over (K, B, n)."""
-        expected = (B,) if batched else ()
-        check(
-            isinstance(reset, Tensor) and reset.dtype == torch.bool and tuple(reset.shape) == expected,
-            f"{self._name()}.step: reset must be a bool tensor of shape {expected}, got "
-            + (
-                f"{reset.dtype} of shape {tuple(reset.shape)}"
-                if isinstance(reset, Tensor)
-                else type(reset).__name__
-            ),
-        )
-        return reset.to(device)[:, None] if batched else reset.to(device)
 
     def _one_step_is_faster(self) -> bool:
         no_graph = self.impl == "auto" and self.num_directions == 1 and not torch.is_grad_enabled()
@@ -499,87 +462,8 @@ class Recurrent(nn.Module):
                 x = dropout(x, self.dropout, self.training, self.regularization.variational)
         return x, stack_states(finals)
 
-    # -- input checks: each names what was expected and what came --------------------------------
-
     def _name(self) -> str:
         return type(self).__name__
-
-    def _check_dims(self, input: Tensor, cell: Cell) -> None:
-        if not cell.spatial_dims:
-            check(
-                input.dim() in (2, 3),
-                f"{self._name()}: Expected input to be 2D (unbatched) or 3D (batched), got "
-                f"{input.dim()}D tensor instead",
-            )
-            return
-        dims = 3 + cell.spatial_dims
-        layout = "(B, T, C, *S)" if self.batch_first else "(T, B, C, *S)"
-        check(
-            input.dim() == dims,
-            f"{self._name()}: {type(cell).__name__} expects {dims}D input {layout} with S the "
-            f"{cell.spatial_dims} spatial dims, got {input.dim()}D tensor of shape {tuple(input.shape)} "
-            "instead (unbatched input is not supported for cells over feature maps)",
-        )
-
-    def _check_input(self, x: Tensor, cell: Cell) -> None:
-        check_tensor(x, cell, self._name())
-        dim = -1 - cell.spatial_dims  # the features (channels) of x (T, B, F, *S)
-        check(
-            x.shape[dim] == self.input_size,
-            f"input.size({dim}) must be equal to input_size. Expected {self.input_size}, got {x.shape[dim]}",
-        )
-        check(
-            cell.frame_size in (None, tuple(x.shape[3:])),
-            f"{type(cell).__name__} was built for frames of size {cell.frame_size}, got input frames "
-            f"{tuple(x.shape[3:])}",
-        )
-        check(x.shape[0] > 0, "Expected a sequence of length >= 1, got length 0")
-
-    def _check_lengths(self, lengths: Any, T: int, B: int, device: torch.device) -> Tensor:
-        if not isinstance(lengths, Tensor):
-            try:
-                lengths = torch.as_tensor(lengths, dtype=torch.long if len(lengths) == 0 else None)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise InputError(f"lengths must be a 1-D tensor of {B} integers: {e}") from None
-        check(
-            lengths.dim() == 1
-            and not lengths.is_floating_point()
-            and not lengths.is_complex()
-            and lengths.dtype != torch.bool,
-            f"lengths must be a 1-D integer tensor of shape ({B},), got "
-            f"{lengths.dtype} of shape {tuple(lengths.shape)}",
-        )
-        check(
-            lengths.numel() == B,
-            f"lengths must hold one length per sequence: expected {B}, got {lengths.numel()}",
-        )
-        if B:
-            low, high = int(lengths.min()), int(lengths.max())
-            check(low >= 1, f"every length must be >= 1, got {low}")
-            check(high <= T, f"lengths must be <= the sequence length {T}, got {high}")
-        return lengths.to(device=device, dtype=torch.long)
-
-    def _check_reset(self, reset: Any, T: int, B: int, batched: bool, device: torch.device) -> Tensor:
-        """A forward's reset mask in the input's layout -> (T, B) bool, time-first."""
-        if not batched:
-            expected, layout = (T,), "(T,) for unbatched input"
-        elif self.batch_first:
-            expected, layout = (B, T), "(B, T) with batch_first"
-        else:
-            expected, layout = (T, B), "(T, B)"
-        check(
-            isinstance(reset, Tensor) and reset.dtype == torch.bool,
-            "reset must be a bool tensor (True where a stream starts again), got "
-            + (str(reset.dtype) if isinstance(reset, Tensor) else type(reset).__name__),
-        )
-        check(
-            tuple(reset.shape) == expected,
-            f"reset must have shape {expected} {layout}, got {tuple(reset.shape)}",
-        )
-        reset = reset.to(device)
-        if not batched:
-            return reset[:, None]
-        return reset.t() if self.batch_first else reset
 
     def _trace_layout(self, trace: dict, batched: bool) -> dict:
         """Per-direction (T, B, n) lists -> (T, K, B, n) in the input's layout (see forward_with_states)."""
@@ -596,95 +480,6 @@ class Recurrent(nn.Module):
         names = trace["gates"][0].keys()
         gates = {n: layout(stack([g[n] for g in trace["gates"]])) for n in names}
         return {"states": states, "gates": gates}
-
-    def _check_state(self, state: State, cell: Cell, B: int, batched: bool, x: Tensor) -> State:
-        """Check a user's initial state; return it batched, in the cell's state structure."""
-        K = self.num_layers * self.num_directions
-        prefix, spatial = (K, B) if batched else (K,), tuple(x.shape[3:])
-        state = check_state(state, cell.state_size, prefix, x, self._name(), batched, spatial)
-        return state if batched else map_state(lambda s: s.unsqueeze(1), state)
-
-
-def run_cell(
-    cell: Cell,
-    x: Tensor,
-    state: State,
-    lengths: Tensor | None,
-    reverse: bool = False,
-    *,
-    rec: Recurrence | None = None,
-    trace: dict | None = None,
-) -> tuple[Tensor, State]:
-    """The reference loop: run one cell over time.
-
-    Args:
-        x: (T, B, F) or (T, B, C, *S) inputs. state: the cell's state for (B, ...). lengths: (B,) or None.
-        reverse: run each sequence from its own last step back to its first.
-        rec: this forward's state dropout mask, zoneout masks and resets (``kernels/masks.py``).
-        trace: a dict of lists ``states`` and ``gates``, or None: the state after every step, (T, B, n)
-            per field, and the gate activations (``cell.gates``: name -> (T, B, H), {} for cells without
-            them) are appended, in the input's time order (past a sequence's end: the frozen state and
-            zero gates).
-
-    Returns:
-        (y (T, B, O) with zeros at padded steps, the state at each sequence's last step).
-    """
-    if reverse:
-        x = reverse_padded(x, lengths)
-    alive = step_mask(x.shape[0], lengths, x.dim() - 2)
-    rec = rec or Recurrence()
-    reset = reset_in_processing_order(rec.reset, lengths, reverse, alive)
-    gated = trace is not None and hasattr(cell, "gates")
-    ys, seen, gates = [], [], []
-    # unbind, not x[t]: autograd turns each x[t] into a full (T, B, F) gradient, O(T^2) in all
-    for t, x_t in enumerate(x.unbind(0)):
-        if reset is not None:  # a new document: start again from the initial state
-            state = map_state(lambda s, s0, r=reset[t]: torch.where(r, s0, s), state, rec.init)
-        if rec.state_mask is None:
-            y, new = cell.step(x_t, state)
-        else:
-            y, new = cell.masked_step(x_t, state, rec.state_mask)
-        if gated:  # what the step's gates saw: the masked state, as in masked_step
-            mask = rec.state_mask
-            gates.append(cell.gates(x_t, state if mask is None else mask_first(state, mask)))
-        if rec.zoneout is not None:
-            y, new = zone_out(y, new, state, rec.zoneout, t)
-        if alive is not None:  # past its end a sequence keeps its state and outputs zeros
-            new = map_state(lambda n, s, a=alive[t]: torch.where(a, n, s), new, state)
-            y = torch.where(alive[t], y, 0.0)
-        ys.append(y)
-        if trace is not None:
-            seen.append(new)
-        state = new
-    y = torch.stack(ys)
-    if trace is not None:
-        gate_steps = {name: torch.stack([g[name] for g in gates]) for name in (gates[0] if gates else {})}
-        record(trace, stack_states(seen), gate_steps, alive, lengths, reverse)
-    return (reverse_padded(y, lengths) if reverse else y), state
-
-
-def zone_out(
-    y: Tensor, new: State, old: State, zoneout: tuple[Tensor | None, ...], t: int
-) -> tuple[Tensor, State]:
-    """Zoneout (Krueger et al. 2017, https://arxiv.org/abs/1606.01305): each unit of each state field
-    keeps its previous value with weight ``z = zoneout[field][t]``: ``z * old + (1 - z) * new``. Where
-    the step's output is its state (every built-in cell but Elman with a readout), the output is the
-    zoned state too."""
-    fields = state_fields(new)
-    triples = zip(fields, state_fields(old), zoneout, strict=True)
-    zoned = [n if z is None else torch.lerp(n, o, z[t]) for n, o, z in triples]
-    if y is fields[0]:
-        y = zoned[0]
-    return y, (type(new)(*zoned) if isinstance(new, tuple) else zoned[0])
-
-
-def pack_like(y: Tensor, like: PackedSequence) -> PackedSequence:
-    """Pack padded outputs y (T, B, O) with the batch sizes and ordering of ``like``."""
-    if like.sorted_indices is not None:
-        y = y.index_select(1, like.sorted_indices)
-    batch_sizes = like.batch_sizes.to(y.device)
-    mask = torch.arange(y.shape[1], device=y.device)[None, :] < batch_sizes[:, None]  # (T, B)
-    return PackedSequence(y[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
 __all__ = ["Recurrent", "Trace", "pack_like", "reverse_padded", "run_cell", "zone_out"]

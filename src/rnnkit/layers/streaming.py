@@ -6,13 +6,10 @@ dozen tiny element-wise ops. This module keeps that overhead small:
 
 - checks are a few comparisons; the full, message-building checks of ``cells/base.py`` run only when
   the quick ones fail, so errors read as they do in ``forward``;
-- for the standard cells (LSTMCell without peephole or layer norm, with or without projection; GRUCell
-  in both forms; ElmanCell with a named activation) the step is fused single-step math on weights
-  prepared once: the input and recurrent weights of an LSTM or Elman cell concatenated into one
-  matrix (one product on ``[x, h]``), the LSTM gates reordered to i, f, o, g (one sigmoid, one tanh),
-  the two biases summed, and every weight pre-packed for oneDNN (``kernels/packed.py``; float32 on CPU;
-  other dtypes and devices use ``addmm``, as does a single row times a small weight, see
-  ``SMALL_GEMV``). Other cells run their own ``cell.step``.
+- cells that declare a one-step fast path (``FastPaths.step``: LSTMCell without peephole or layer
+  norm, GRUCell, ElmanCell with a named activation) run it, on weights prepared once for the layer
+  (``kernels/steps.py``: concatenated, reordered, pre-packed for oneDNN). Other cells run their own
+  ``cell.step``.
 
 The prepared weights are cached per layer and keyed on every parameter's identity, ``data_ptr()`` and
 ``_version``, so replacing a parameter, moving the model (``.to()``) or updating it in place
@@ -30,142 +27,45 @@ requires grad) nothing is cached: every cell runs its differentiable ``cell.step
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import Parameter
 
-from ..cells import Cell, ElmanCell, GRUCell, LSTMCell, LSTMState
+from ..cells import Cell
 from ..cells.base import State, check_state, check_tensor
+from ..cells.registry import fast_path
 from ..errors import InputError
-from ..kernels.packed import linear
-
-if TYPE_CHECKING:
-    from .recurrent import Recurrent
-
-StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
-
-# in-place activations for the fused Elman step (its pre-activation is a fresh tensor)
-_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh_,
-    "relu": torch.relu_,
-    "sigmoid": torch.sigmoid_,
-    "identity": lambda v: v,
-}
-
-# oneDNN's packed product costs ~12 us a call however small the weight; for one row, a weight of up to
-# ~384K entries is faster through addmm (MKL's gemv) on the 2-core AVX-512 machine (0.5M: a tie).
-SMALL_GEMV = 384 * 1024
+from ..kernels.steps import StepFn
 
 
-def _product(weight: Tensor, batch: int) -> Callable[[Tensor, Tensor | None], Tensor]:
-    """``f(x, bias) = x @ weight.T + bias`` for ``batch`` rows: packed, unless one row and a small weight."""
-    if batch == 1 and weight.numel() <= SMALL_GEMV:
-        wt = weight.detach().t()
-        return lambda x, bias=None: torch.mm(x, wt) if bias is None else torch.addmm(bias, x, wt)
-    return linear(weight, batch)
+class Layer(Protocol):
+    """What this module reads of a :class:`~rnnkit.layers.Recurrent` (a Protocol, so that the layer can
+    import this module and not the other way round)."""
 
+    bidirectional: bool
+    input_size: int
+    dropout: float
+    training: bool
 
-# -- fused single steps: same contract as cell.step, on weights prepared once ----------------------------
-
-
-def _lstm_step(cell: LSTMCell, batch: int) -> StepFn:
-    H = cell.hidden_size
-    w = torch.cat([cell.weight_ih, cell.weight_hh], 1)
-    # gate rows i, f, g, o -> i, f, o, g: the three sigmoid gates become one contiguous block
-    order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-    order = order.to(w.device)
-    gates = _product(w[order], batch)
-    b = (cell.bias_ih + cell.bias_hh)[order].contiguous() if cell.bias_ih is not None else None
-    project = _product(cell.weight_hr, batch) if cell.weight_hr is not None else None
-    split = (3 * H, H)
-
-    def step(x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        h, c = state
-        sig, tan = gates(torch.cat([x, h], 1), b).unsafe_split_with_sizes(split, 1)
-        i, f, o = sig.sigmoid_().unsafe_chunk(3, 1)
-        c = torch.addcmul(f * c, i, tan.tanh_())
-        h = o * c.tanh()
-        if project is not None:
-            h = project(h, None)
-        return h, LSTMState(h, c)
-
-    return step
-
-
-def _gru_step(cell: GRUCell, batch: int) -> StepFn:
-    H = cell.hidden_size
-    split = (2 * H, H)
-    inputs = _product(cell.weight_ih, batch)
-    b_ih = cell.bias_ih.detach().contiguous() if cell.bias_ih is not None else None
-    if cell.reset_after:  # torch's form: n = tanh(x W_in + b_in + r * (h W_hn + b_hn))
-        hidden = _product(cell.weight_hh, batch)
-        b_hh = cell.bias_hh.detach().contiguous() if cell.bias_hh is not None else None
-
-        def step(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-            i_rz, i_n = inputs(x.contiguous(), b_ih).unsafe_split_with_sizes(split, 1)
-            h_rz, h_n = hidden(h.contiguous(), b_hh).unsafe_split_with_sizes(split, 1)
-            r, z = i_rz.add_(h_rz).sigmoid_().unsafe_chunk(2, 1)
-            n = i_n.addcmul_(r, h_n).tanh_()
-            h = torch.lerp(n, h, z)  # z * h + (1 - z) * n
-            return h, h
-
-        return step
-
-    # textbook form: n = tanh(x W_in + b_in + (r * h) W_hn + b_hn)
-    w_rz, w_n = cell.weight_hh.split(split, 0)
-    hidden_rz, hidden_n = _product(w_rz, batch), _product(w_n, batch)
-    if cell.bias_hh is not None:
-        b_rz, b_n = (b.detach().contiguous() for b in cell.bias_hh.split(split))
-    else:
-        b_rz = b_n = None
-
-    def textbook(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        i_rz, i_n = inputs(x.contiguous(), b_ih).unsafe_split_with_sizes(split, 1)
-        r, z = i_rz.add_(hidden_rz(h.contiguous(), b_rz)).sigmoid_().unsafe_chunk(2, 1)
-        n = i_n.add_(hidden_n(r * h, b_n)).tanh_()
-        h = torch.lerp(n, h, z)
-        return h, h
-
-    return textbook
-
-
-def _elman_step(cell: ElmanCell, batch: int) -> StepFn:
-    act = _INPLACE[cell.nonlinearity]
-    both = _product(torch.cat([cell.weight_ih, cell.weight_hh], 1), batch)
-    b = (cell.bias_ih + cell.bias_hh).contiguous() if cell.bias_ih is not None else None
-    if cell.readout_size is None:
-
-        def step(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-            h = act(both(torch.cat([x, h], 1), b))
-            return h, h
-
-        return step
-
-    readout, psi = _product(cell.weight_hy, batch), cell.psi
-    b_y = cell.bias_y.detach().contiguous() if cell.bias_y is not None else None
-
-    def with_readout(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        h = act(both(torch.cat([x, h], 1), b))
-        return psi(readout(h, b_y)), h
-
-    return with_readout
+    def layer_cells(self) -> Sequence[Cell]: ...
+    def parameters(self) -> Iterator[Parameter]: ...
+    def _bound_parameters(self) -> tuple[Tensor, ...] | None: ...
+    def _name(self) -> str: ...
 
 
 def fused_step(cell: Cell, batch: int) -> StepFn | None:
     """A fused single step computing exactly ``cell.step`` for inputs of ``batch`` rows, on weights
-    prepared now (call again after the weights change), or None for cells without one. No autograd."""
-    kind = type(cell)
+    prepared now (call again after the weights change), or None for cells without one (the cell's
+    declared ``step`` fast path, ``kernels/steps.py``). No autograd."""
+    make = fast_path(cell, "step")
+    if make is None:
+        return None
     with torch.no_grad():
-        if kind is LSTMCell and not (cell.peephole or cell.layer_norm):
-            return _lstm_step(cell, batch)
-        if kind is GRUCell:
-            return _gru_step(cell, batch)
-        if kind is ElmanCell and isinstance(cell.nonlinearity, str) and cell.nonlinearity in _INPLACE:
-            return _elman_step(cell, batch)
-    return None
+        return make(cell, batch)
 
 
 # -- the per-layer cache -------------------------------------------------------------------------------
@@ -197,8 +97,7 @@ class _Plan:
         return steps
 
 
-_PLANS: weakref.WeakKeyDictionary[Recurrent, _Plan] = weakref.WeakKeyDictionary()
-_DROP_INS: tuple[type, ...] = ()
+_PLANS: weakref.WeakKeyDictionary[Layer, _Plan] = weakref.WeakKeyDictionary()
 # torch's fused optimizers (``fused=True``) update parameters in place without bumping ``_version``, so
 # every optimizer step counts as a change: a global post-step hook, registered with the first plan.
 _OPTIMIZER_STEPS = [0]
@@ -223,22 +122,18 @@ def _key(tensors: Iterable[Tensor | None]) -> tuple:
     return tuple(key)
 
 
-def _plan(layer: Recurrent) -> tuple[Sequence[Cell], _Plan | None]:
+def _plan(layer: Layer) -> tuple[Sequence[Cell], _Plan | None]:
     """The layer's cells and its plan, rebuilt if any parameter changed since the last step. The key
     holds each cell's identity, each parameter's identity, data pointer and version, and the count of
     optimizer steps taken anywhere (fused optimizers do not bump versions). The plan is
     None where that cannot be read (inference tensors have no version counter): then nothing is cached."""
-    global _DROP_INS
-    if not _DROP_INS:
-        from .torch_compat import GRU, LSTM, RNN
-
-        _DROP_INS = (GRU, LSTM, RNN)
     plan = _PLANS.get(layer)
     try:
-        if type(layer) in _DROP_INS:
+        bound = layer._bound_parameters()
+        if bound is not None:
             # The drop-ins hold their parameters themselves and bind them to template cells in
             # layer_cells(); keying on the layer's own parameters skips that re-binding while they stay.
-            tensors = tuple(layer._parameters.values())
+            tensors = bound
             key = _key(tensors)
             if plan is not None and plan.key == key:
                 return plan.cells, plan
@@ -256,7 +151,7 @@ def _plan(layer: Recurrent) -> tuple[Sequence[Cell], _Plan | None]:
     return cells, plan
 
 
-def clear_cache(layer: Recurrent | None = None) -> None:
+def clear_cache(layer: Layer | None = None) -> None:
     """Drop the prepared weights of ``layer`` (of every layer if None). Needed only after changing a
     weight in place through ``.data``, which the version counter does not see."""
     if layer is None:
@@ -268,7 +163,7 @@ def clear_cache(layer: Recurrent | None = None) -> None:
 # -- the step ----------------------------------------------------------------------------------------
 
 
-def _needs_grad(layer: Recurrent, x: Tensor, fields: Sequence[Tensor]) -> bool:
+def _needs_grad(layer: Layer, x: Tensor, fields: Sequence[Tensor]) -> bool:
     return torch.is_grad_enabled() and (
         x.requires_grad
         or any(s.requires_grad for s in fields)
@@ -276,11 +171,11 @@ def _needs_grad(layer: Recurrent, x: Tensor, fields: Sequence[Tensor]) -> bool:
     )
 
 
-def _who(layer: Recurrent) -> str:
+def _who(layer: Layer) -> str:
     return f"{layer._name()}.step"
 
 
-def step(layer: Recurrent, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+def step(layer: Layer, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
     """``Recurrent.step``: one time step of every layer. ``x`` (B, F) or (F,); ``state`` as ``forward``
     takes and returns it, (K, B, n) per field ((K, n) unbatched) or None for zeros. Returns ``(y (B,
     O), state)``, unbatched ``(y (O,), state (K, n))``."""
@@ -355,7 +250,7 @@ def step(layer: Recurrent, x: Tensor, state: State | None = None) -> tuple[Tenso
 
 
 def _check_state(
-    layer: Recurrent, state: State, size: object, prefix: tuple[int, ...], x: Tensor, batched: bool
+    layer: Layer, state: State, size: object, prefix: tuple[int, ...], x: Tensor, batched: bool
 ) -> State:
     """The full state check, with ``check_state``'s messages; the number of dimensions first, in words
     that fit a step (whose input has one dimension less than ``forward``'s)."""

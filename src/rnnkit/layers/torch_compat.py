@@ -121,6 +121,10 @@ class _TorchRNN(Recurrent):
                 template._parameters[name] = getattr(self, full)
         return self._templates
 
+    def _bound_parameters(self) -> tuple[Tensor, ...] | None:
+        # only while layer_cells is the binding above (a subclass may bind otherwise)
+        return tuple(self._parameters.values()) if type(self).layer_cells is _TorchRNN.layer_cells else None
+
     def forward(  # type: ignore[override]
         self,
         input: Tensor | PackedSequence,
