@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.lm import train_language_model
-from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.apps.lm import train_language_model
+from rnnkit.apps.lm.model import LanguageModel, LMConfig
 from rnnkit.training.plots import read_metrics
 
 VOCAB = 65  # tinyshakespeare's characters

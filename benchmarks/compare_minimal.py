@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.apps.lm import train_language_model
+from rnnkit.apps.lm.model import LanguageModel, LMConfig
 from rnnkit.bench import machine
-from rnnkit.lm import train_language_model
-from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.training.checkpoint import atomic_write
 from rnnkit.training.plots import read_metrics
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.translation import decode_pairs, exact_match, load_seq2seq, load_splits
+from rnnkit.apps.seq2seq import decode_pairs, exact_match, load_seq2seq, load_splits
 
 
 def by_length(run_dir: str) -> dict:

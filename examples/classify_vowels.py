@@ -11,7 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from rnnkit import classify
+from rnnkit.apps import classify
 from rnnkit.data import read_ts, uea
 
 parser = argparse.ArgumentParser()

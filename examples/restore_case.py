@@ -10,7 +10,7 @@ index once and cached).
 import argparse
 import tempfile
 
-from rnnkit import tagging
+from rnnkit.apps import tag as tagging
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default="shakespeare", help="a folder of plays or a dataset's name")

@@ -13,10 +13,10 @@ import tempfile
 
 import torch
 
+from rnnkit.apps.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from rnnkit.apps.seq2seq.task import Seq2SeqTask
 from rnnkit.data.pairs import encode_pairs, make_batch, numbers_task
 from rnnkit.generate import beam_search, greedy_decode
-from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.training.tasks import Seq2SeqTask
 from rnnkit.training.trainer import TrainConfig, fit
 
 

@@ -7,8 +7,8 @@ that starts from the image's code.
 import argparse
 import tempfile
 
-from rnnkit import spelling
-from rnnkit.models.speller import Speller, SpellerConfig
+from rnnkit.apps import spell as spelling
+from rnnkit.apps.spell.model import Speller, SpellerConfig
 from rnnkit.training.checkpoint import load_checkpoint
 
 parser = argparse.ArgumentParser()

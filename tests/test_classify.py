@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import classify
+from rnnkit.apps import classify
+from rnnkit.apps.classify.model import ClassifierConfig, build_classifier
+from rnnkit.apps.classify.task import ClassifyTask
 from rnnkit.cli import main
 from rnnkit.data import uea
 from rnnkit.data.timeseries import SeriesDataset, read_ts
 from rnnkit.errors import InputError
-from rnnkit.models.classifier import ClassifierConfig, build_classifier
-from rnnkit.training.tasks import ClassifyTask
 from rnnkit.training.trainer import TrainConfig, fit
 
 _VOWELS = uea.shipped("JapaneseVowels")  # the aeon wheel's copy of the UEA files

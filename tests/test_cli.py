@@ -336,7 +336,7 @@ def test_generate_refuses_bad_stop_and_prime_before_printing(runs, capsys):
 
 
 def test_the_seed_fixes_the_language_models_initial_weights(tmp_path):
-    from rnnkit.lm import train_language_model
+    from rnnkit.apps.lm import train_language_model
     from rnnkit.training.checkpoint import load_checkpoint
 
     corpus = tmp_path / "c.txt"
@@ -355,7 +355,7 @@ def test_train_lm_reset_on_a_document_separator(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "lm", "--data", str(corpus), "--out", str(run), "--reset-on", "\\f", *TINY]) == 0
     saved = json.loads((run / "config.json").read_text())["train"]
-    from rnnkit.lm import load_language_model
+    from rnnkit.apps.lm import load_language_model
 
     assert load_language_model(run).tokenizer.decode([saved["reset_on"]]) == "\f"
     capsys.readouterr()

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from rnnkit import ElmanCell, GRUCell, LSTMCell, Recurrent
+from rnnkit.apps.synthetic.model import TaskModel
 from rnnkit.cli import main
-from rnnkit.data import tasks
+from rnnkit.data import synthetic as tasks
 from rnnkit.diagnostics import gate_statistics, gradient_flow, jacobian_spectrum, pca, trace
 from rnnkit.errors import InputError
-from rnnkit.models.sequence_model import TaskModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,7 +184,7 @@ def test_diagnose_command_errors(tmp_path, capsys):
 
 
 def test_diagnose_units_on_a_language_model_run(tmp_path, capsys):
-    from rnnkit.lm import train_language_model
+    from rnnkit.apps.lm import train_language_model
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
@@ -215,7 +215,7 @@ def test_train_task_learns_the_adding_problem_and_reports_the_flow(tmp_path, cap
 
 
 def test_synthetic_training_resumes_exactly(tmp_path):
-    from rnnkit.synthetic import train_synthetic
+    from rnnkit.apps.synthetic import train_synthetic
 
     options = {
         "steps": 12,
@@ -265,7 +265,7 @@ def test_scheduled_sampling_feeds_predictions_with_the_right_probability():
 
 
 def test_sine_validation_reports_the_free_running_mse(tmp_path):
-    from rnnkit.synthetic import train_synthetic
+    from rnnkit.apps.synthetic import train_synthetic
 
     options = {"steps": 30, "batch_size": 16, "lr": 1e-2, "eval_every": 30, "plots": False,
                "teacher_forcing": "linear"}  # fmt: skip

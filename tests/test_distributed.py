@@ -28,8 +28,9 @@ JOB = textwrap.dedent(
     """
     import os, sys, torch, safetensors.torch
     from rnnkit.data.text import CharTokenizer
-    from rnnkit.models import LanguageModel, LMConfig
-    from rnnkit.training.trainer import TrainConfig, train_lm
+    from rnnkit.apps.lm.model import LanguageModel, LMConfig
+    from rnnkit.apps.lm.run import train_lm
+    from rnnkit.training.config import TrainConfig
 
     data, run_dir, steps, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
     torch.set_num_threads(1)

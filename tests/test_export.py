@@ -14,12 +14,12 @@ onnx = pytest.importorskip("onnx")  # in the [dev] and [export] extras
 ort = pytest.importorskip("onnxruntime")
 
 from rnnkit import ElmanCell, GRUCell, InputError, JordanCell, LSTMCell, Recurrent  # noqa: E402
-from rnnkit import export as ex  # noqa: E402
 from rnnkit import nn as rnn  # noqa: E402
+from rnnkit.apps.lm import export as ex  # noqa: E402
+from rnnkit.apps.lm.model import LanguageModel, LMConfig  # noqa: E402
 from rnnkit.cells.base import state_fields  # noqa: E402
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.generate import sample_tokens  # noqa: E402
-from rnnkit.models import LanguageModel, LMConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only contend
 F, H = 3, 5
@@ -208,7 +208,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_cli_export_onnx_json_and_the_file_runs(run_dir, tmp_path, capsys):
-    from rnnkit.lm import load_language_model
+    from rnnkit.apps.lm import load_language_model
 
     out = tmp_path / "lm.onnx"
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out), "--json"]) == 0
@@ -232,7 +232,7 @@ def test_cli_export_onnx_json_and_the_file_runs(run_dir, tmp_path, capsys):
 
 
 def test_cli_export_torch_program_equals_eager(run_dir, tmp_path, capsys):
-    from rnnkit.lm import load_language_model
+    from rnnkit.apps.lm import load_language_model
 
     out = tmp_path / "lm.pt2"
     assert main(["export", str(run_dir), "--format", "torch", "--out", str(out), "--json"]) == 0
@@ -265,7 +265,7 @@ def test_cli_export_refuses_bad_arguments(run_dir, tmp_path, capsys, monkeypatch
     assert "is a directory; give a file name" in capsys.readouterr().err
 
     # a model whose cell ONNX's operators do not compute: refused with the cell's name
-    from rnnkit import lm
+    from rnnkit.apps.lm import run as lm
 
     real = lm.load_language_model
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnnkit.apps.lm.model import LanguageModel, LMConfig
 from rnnkit.data import CharTokenizer, WordTokenizer
 from rnnkit.errors import InputError
 from rnnkit.generate import filter_logits, iter_text, iter_tokens, sample_next, sample_text, sample_tokens
-from rnnkit.models import LanguageModel, LMConfig
 
 TEXT = "to be or not to be, that is the question\n"
 

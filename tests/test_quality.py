@@ -13,7 +13,7 @@ def test_quick_preset_on_tinyshakespeare(tmp_path, monkeypatch, tiny_path):
     """Issue 5: the quick preset reaches < 1.80 nats/char on the standard validation split within
     5 minutes on 2 CPU cores (measured: 1.5601 in 72 s)."""
     monkeypatch.setenv("RNNKIT_DATA_DIR", str(tiny_path.parent))
-    from rnnkit import lm
+    from rnnkit.apps import lm
 
     model_opts, train_opts = lm.options_from("quick")
     start = time.perf_counter()

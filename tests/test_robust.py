@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY_HEAD
 
 import rnnkit
-from rnnkit import boundary
+from rnnkit.commands import boundary
 from rnnkit.cli import main
 from rnnkit.training.checkpoint import load_checkpoint
 
@@ -180,7 +180,7 @@ def test_every_exception_is_one_line_with_its_status(monkeypatch, capsys, error,
     def failing(args):
         raise error
 
-    monkeypatch.setattr("rnnkit.cli.cmd_demo", failing)
+    monkeypatch.setattr("rnnkit.commands.demo.cmd_demo", failing)
     assert main(["demo"]) == status
     assert words in one_error_line(capsys.readouterr().err)
     assert main(["demo", "--debug"]) == status  # --debug anywhere: the traceback as well
@@ -296,7 +296,7 @@ def test_tag_refuses_binary_standard_input(tmp_path, capsys, monkeypatch, data, 
 
 
 def test_parameter_estimate_is_exact_for_language_models():
-    from rnnkit.models import LanguageModel, LMConfig
+    from rnnkit.apps.lm import LanguageModel, LMConfig
     from rnnkit.training import resources
 
     for cell, layers in (("lstm", 2), ("gru", 1), ("rnn", 3)):
@@ -317,7 +317,7 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
     assert "more than the 8.0 GB of memory available" in line and not out.exists()
     assert main(["train", "task", "--task", "parity", "--length", "300000", "--out", str(out)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "--length 300000: training would need about 31.0 GB" in line and not out.exists()
+    assert "--length 300000: training would need about 29.8 GB" in line and not out.exists()
     # past half of the memory: a warning, and the run goes on
     monkeypatch.setattr(resources, "available_memory", lambda: 40 * 10**9)
     argv = ["train", "task", "--task", "parity", "--length", "300000", "--out", str(out), "--steps", "1"]
@@ -325,9 +325,9 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
     def cmd_train_task(args):  # the run itself is not the point
         return 0
 
-    monkeypatch.setattr("rnnkit.cli.cmd_train_task", cmd_train_task)
+    monkeypatch.setattr("rnnkit.apps.synthetic.cli.cmd_train_task", cmd_train_task)
     assert main(argv) == 0
-    assert "rnnkit: warning: --hidden 64 --layers 1 --length 300000: training will need about 31.0 GB" in (
+    assert "rnnkit: warning: --hidden 64 --layers 1 --batch 64 --length 300000: training will need about 29.8 GB" in (
         capsys.readouterr().err
     )
 
@@ -393,7 +393,7 @@ def test_tensorboard_event_files(tmp_path, capsys, corpus):
     assert {e.step: e.value for e in events.Scalars("train/loss")} == pytest.approx(logged)
     assert [e.step for e in events.Scalars("valid/loss")] == [2, 4]
     grads = [t for t in tags["histograms"] if t.startswith("grad/")]
-    from rnnkit import lm
+    from rnnkit.apps import lm
 
     names = [f"grad/{name}" for name, _ in lm.load_language_model(run).model.named_parameters()]
     assert sorted(grads) == sorted(names) and any("weight_hh" in t for t in grads)

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from rnnkit.apps.seq2seq.model import DECODERS, Seq2Seq, Seq2SeqConfig
+from rnnkit.apps.seq2seq.task import Seq2SeqTask
 from rnnkit.cli import main
 from rnnkit.data.pairs import SeqVocab, addition_task, draw_numbers, encode_pairs, make_batch, numbers_task
 from rnnkit.errors import InputError
 from rnnkit.generate import beam_search, greedy_decode
 from rnnkit.layers.attention import ATTENTIONS, Attention, Memory
-from rnnkit.models.seq2seq import DECODERS, Seq2Seq, Seq2SeqConfig
-from rnnkit.training.tasks import Seq2SeqTask
 from rnnkit.training.trainer import TrainConfig, fit
 
 FORMS = [(a, False) for a in DECODERS] + [("additive", True), ("general", True), ("none", True)]
@@ -492,7 +492,7 @@ def test_translate_unknown_words_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["numbers", "addition"])
 def test_quality_targets(task, tmp_path, one_thread):
-    from rnnkit import translation
+    from rnnkit.apps import seq2seq as translation
 
     model_opts, train_opts, data_opts = translation.options_from(task, attention="additive")
     report = translation.train_seq2seq(

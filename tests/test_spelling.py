@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from rnnkit.apps.spell import WORDS, load_digits_split
+from rnnkit.apps.spell.model import BOS, EOS, Speller, SpellerConfig
 from rnnkit.cli import main
 from rnnkit.errors import InputError
-from rnnkit.models.speller import BOS, EOS, Speller, SpellerConfig
-from rnnkit.spelling import WORDS, load_digits_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -341,8 +341,8 @@ def test_lm_task_resets_the_carried_state_at_document_starts():
     (a document starts where the stream reads ``sep``); without reset_on it differs."""
     import torch.nn.functional as F
 
-    from rnnkit.models.language_model import LanguageModel, LMConfig
-    from rnnkit.training.tasks import LMTask
+    from rnnkit.apps.lm.model import LanguageModel, LMConfig
+    from rnnkit.apps.lm.task import LMTask
 
     torch.manual_seed(0)
     ids = torch.randint(1, 6, (41,))

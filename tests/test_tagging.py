@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from rnnkit.apps.tag.model import SequenceTagger, TaggerConfig
 from rnnkit.cli import main
 from rnnkit.data.casing import case_targets, letter_mask, rule_baseline, tag_scores
-from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 from rnnkit.training.batches import EpochBatches, random_windows
 
 

@@ -23,11 +23,12 @@ import torch
 from conftest import TINY_HEAD
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from rnnkit.apps.lm.model import LanguageModel, LMConfig
+from rnnkit.apps.lm.run import train_lm
 from rnnkit.cells import LSTMState
 from rnnkit.data.text import CharTokenizer
-from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.training.checkpoint import CheckpointError
-from rnnkit.training.trainer import TrainConfig, train_lm
+from rnnkit.training.config import TrainConfig
 
 TEXT = TINY_HEAD.read_text(encoding="utf-8")[:1500]
 TOKENIZER = CharTokenizer.fit(TEXT)
@@ -275,7 +276,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_k2_window_limits_how_far_gradients_flow():
-    from rnnkit.training.tasks import LMTask
+    from rnnkit.apps.lm.task import LMTask
 
     V = 16
     torch.manual_seed(0)
@@ -450,7 +451,7 @@ def test_accumulate_must_split_the_batch_evenly_and_needs_a_splitting_task(tmp_p
 
 
 def test_free_run_reads_the_models_own_greedy_predictions():
-    from rnnkit.training.tasks import free_run
+    from rnnkit.apps.lm.task import free_run
 
     model = make_model().eval()
     tokens = IDS[:12].view(12, 1).repeat(1, 3)  # (T, B)

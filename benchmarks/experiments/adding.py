@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from rnnkit.apps.synthetic import train_synthetic
 from rnnkit.diagnostics.plots import plot_gradient_flow
-from rnnkit.synthetic import train_synthetic
 
 
 def main() -> None:

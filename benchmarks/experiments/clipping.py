@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.apps.synthetic import SyntheticTask
+from rnnkit.apps.synthetic.model import TaskModel
 from rnnkit.errors import TrainingError
-from rnnkit.models.sequence_model import TaskModel
-from rnnkit.synthetic import SyntheticTask
 from rnnkit.training.plots import read_metrics, smooth
 from rnnkit.training.trainer import TrainConfig, fit
 

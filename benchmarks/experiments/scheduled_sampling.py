@@ -3,7 +3,7 @@
     python benchmarks/experiments/scheduled_sampling.py [--steps 3000] [--seeds 0 1 2]
 
 A GRU learns next-value prediction on sine waves of random frequency, phase and amplitude
-(``rnnkit.data.tasks.sine_waves``). Trained with teacher forcing it only ever reads true values; at
+(``rnnkit.data.synthetic.sine_waves``). Trained with teacher forcing it only ever reads true values; at
 generation time it reads its own predictions, whose small errors it never saw in training, and the errors
 compound (the distribution shift, or exposure bias). Scheduled sampling (Bengio et al. 2015) feeds the
 model its own predictions during training with a probability that grows from 0 (inverse-sigmoid decay of
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.models.sequence_model import TaskModel
-from rnnkit.synthetic import SyntheticTask, free_running_mse
+from rnnkit.apps.synthetic import SyntheticTask, free_running_mse
+from rnnkit.apps.synthetic.model import TaskModel
 from rnnkit.training.trainer import TrainConfig, fit
 
 SCHEDULES = {"teacher forcing": "always", "scheduled sampling": "inverse_sigmoid"}

@@ -3,7 +3,7 @@
     python benchmarks/experiments/truncation.py [--delay 20] [--taus 5 10 20 25 30 40 60] [--seeds 0 1]
 
 A character-level LSTM language model reads a stream of segments ``s f f ... f ? s``
-(``rnnkit.data.tasks.delayed_recall``): the token after the cue ``?`` repeats the symbol ``s`` seen
+(``rnnkit.data.synthetic.delayed_recall``): the token after the cue ``?`` repeats the symbol ``s`` seen
 ``delay + 1`` steps earlier; the fillers are noise. It trains with truncated BPTT exactly as ``rnnkit
 train lm`` does (B streams, chunks of tau tokens, the state carried across chunks, gradients cut at chunk
 boundaries), every run for the same number of optimizer steps.
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.data.tasks import delayed_recall, recall_cue
-from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.training.trainer import TrainConfig, train_lm
+from rnnkit.apps.lm.model import LanguageModel, LMConfig
+from rnnkit.apps.lm.run import train_lm
+from rnnkit.data.synthetic import delayed_recall, recall_cue
+from rnnkit.training.config import TrainConfig
 
 SYMBOLS, FILLERS = 8, 4
 

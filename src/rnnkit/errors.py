@@ -54,3 +54,7 @@ def check_probability(name: str, value: object) -> float:
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss or gradient stayed non-finite); the message says where."""
+
+
+class OptionError(ValueError):
+    """A command-line flag's value is out of range (``--hidden 0``): ``rnnkit: error: ...``, exit 2."""

@@ -1,4 +1,5 @@
-"""Presets with overrides: every command's options are a preset's, with what the user gave on top."""
+"""The older keyword form of presets and overrides (dicts routed to configs by field name). The CLI passes
+typed configs (:mod:`rnnkit.configs`); these stay for the Python functions that return dicts."""
 
 from __future__ import annotations
 
@@ -33,3 +34,10 @@ def route(
                 break
         else:
             raise InputError(f"unknown option {key!r}{' for ' + what if what else ''}")
+
+
+def options_of(config: Any) -> dict[str, Any]:
+    """A preset's fields as a dict (the older keyword form), without the fields the data decides or the
+    command line leaves alone (``cli=False``: a vocabulary size), so ``Config(vocab_size=V, **options)``
+    works as it always did."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.metadata.get("cli", True)}

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..cells.base import LSTMState, State, map_state
+from ..cells.base import State, map_state, state_fields
 from ..errors import InputError
 from ..layers.recurrent import Recurrent
-from ..training.tasks import evaluating
+from ..training.task import evaluating
 
 GATE_RANGES = {"input": (0, 1), "forget": (0, 1), "output": (0, 1), "cell": (-1, 1), "reset": (0, 1),
                "update": (0, 1), "new": (-1, 1)}  # fmt: skip
@@ -72,7 +72,7 @@ def trace(layer: Recurrent, x: Tensor, state: State | None = None, gates: bool =
             y, s = cell.step(x_t, s)
             ys.append(y)
             ss.append(s)
-            hs.append(s.h if isinstance(s, LSTMState) else s)
+            hs.append(state_fields(s)[0])  # h: a state's first field (LSTMState(h, c) and every NamedTuple)
         out.inputs.append(inputs.detach())
         out.hidden.append(hs)
         out.states.append(ss)
@@ -106,12 +106,13 @@ def gradient_flow(layer: Recurrent, x: Tensor, loss_fn: Callable[[Tensor], Tenso
 
 
 def _flatten(s: State) -> Tensor:
-    return torch.cat([s.h, s.c], -1) if isinstance(s, LSTMState) else s
+    """A state's fields side by side (B, n1 + n2 + ...): any NamedTuple state, not only LSTMState."""
+    return torch.cat(state_fields(s), -1)
 
 
 def _unflatten(v: Tensor, like: State) -> State:
-    if isinstance(like, LSTMState):
-        return LSTMState(*v.split([like.h.shape[-1], like.c.shape[-1]], -1))
+    if isinstance(like, tuple):
+        return type(like)(*v.split([f.shape[-1] for f in like], -1))
     return v
 
 
@@ -154,6 +155,13 @@ def jacobian_spectrum(layer: Recurrent, x: Tensor, layer_index: int = 0, sample:
     return {"spectral_norm": spectral, "singular_values": values, "product_norm": product_norms}
 
 
+def saturated(values: Tensor, name: str) -> Tensor:
+    """Where ``values`` of gate ``name`` (a key of :data:`GATE_RANGES`) are saturated (same shape, bool):
+    sigmoid gates below 0.1 or above 0.9, tanh-ranged ones beyond +-0.9."""
+    lo, _ = GATE_RANGES[name]
+    return (values.abs() > 0.9) if lo < 0 else ((values < 0.1) | (values > 0.9))
+
+
 @torch.no_grad()
 def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[str, dict]]:
     """Per layer and gate: mean, std, the fraction saturated (sigmoid gates < 0.1 or > 0.9; tanh
@@ -166,12 +174,12 @@ def gate_statistics(layer: Recurrent, x: Tensor, bins: int = 20) -> list[dict[st
         stats = {}
         for name, g in gates.items():  # (T, B, H)
             lo, hi = GATE_RANGES[name]
-            saturated = (g.abs() > 0.9) if lo < 0 else ((g < 0.1) | (g > 0.9))
+            sat = saturated(g, name)
             stats[name] = {
                 "mean": float(g.mean()),
                 "std": float(g.std()),
-                "saturated": float(saturated.float().mean()),
-                "saturated_per_unit": saturated.float().mean((0, 1)).tolist(),
+                "saturated": float(sat.float().mean()),
+                "saturated_per_unit": sat.float().mean((0, 1)).tolist(),
                 "histogram": torch.histc(g.float(), bins=bins, min=lo, max=hi).tolist(),
                 "range": [lo, hi],
             }

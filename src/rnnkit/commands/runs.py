@@ -1,5 +1,5 @@
-"""What a run directory is: its kind (which ``rnnkit train`` command made it) and its JSON files, read so
-that a damaged or hand-edited one is named in the error.
+"""What a run directory is: its kind (which ``rnnkit train`` command made it), and whether a command that
+reads one (its ``needs_run``, :mod:`rnnkit.commands.boundary`) got the right kind.
 
 Kinds, told apart by the files each application writes beside ``config.json``::
 
@@ -13,12 +13,11 @@ Kinds, told apart by the files each application writes beside ``config.json``::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
+from ..training.rundir import check_json_files, read_json
 
 KINDS = {
     "language-model": "rnnkit train lm",
@@ -30,22 +29,6 @@ KINDS = {
 }
 ARTICLE = {"language-model": "a language-model", "classifier": "a classifier", "tagger": "a tagger",
            "seq2seq": "a seq2seq", "speller": "a speller", "synthetic-task": "a synthetic-task"}  # fmt: skip
-JSON_FILES = ("config.json", "classes.json", "vocab.json", "tokenizer.json", "data.json")
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """A JSON file's content; a missing, unreadable or malformed file is an :class:`InputError` naming it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); damaged") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
 def run_kind(run_dir: str | os.PathLike[str]) -> str | None:
@@ -65,16 +48,6 @@ def run_kind(run_dir: str | os.PathLike[str]) -> str | None:
     if isinstance(model, dict) and "alphabet" in model:
         return "speller"
     return "synthetic-task" if model is None else None
-
-
-def check_json_files(run_dir: str | os.PathLike[str]) -> None:
-    """Every JSON file of the run parses (and ``config.json`` is an object): else an error naming it."""
-    d = Path(run_dir)
-    for name in JSON_FILES:
-        if (d / name).exists():
-            content = read_json(d / name)
-            if name == "config.json" and not (isinstance(content, dict) and "train" in content):
-                raise InputError(f"{d / name}: not a run's config (expected an object with 'train', 'model')")
 
 
 def require_kind(run_dir: str | os.PathLike[str], kind: str, command: str) -> None:
@@ -100,11 +73,11 @@ def require_kind(run_dir: str | os.PathLike[str], kind: str, command: str) -> No
 
 # kind -> (module, class) of the model's config dataclass, as saved in config.json's "model"
 MODEL_CONFIGS = {
-    "language-model": ("rnnkit.models.language_model", "LMConfig"),
-    "classifier": ("rnnkit.models.classifier", "ClassifierConfig"),
-    "tagger": ("rnnkit.models.tagger", "TaggerConfig"),
-    "seq2seq": ("rnnkit.models.seq2seq", "Seq2SeqConfig"),
-    "speller": ("rnnkit.models.speller", "SpellerConfig"),
+    "language-model": ("rnnkit.apps.lm.config", "LMConfig"),
+    "classifier": ("rnnkit.apps.classify.config", "ClassifierConfig"),
+    "tagger": ("rnnkit.apps.tag.config", "TaggerConfig"),
+    "seq2seq": ("rnnkit.apps.seq2seq.config", "Seq2SeqConfig"),
+    "speller": ("rnnkit.apps.spell.config", "SpellerConfig"),
 }
 
 

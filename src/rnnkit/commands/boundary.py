@@ -8,6 +8,13 @@ not a file), and turns every failure into one line on stderr and an exit status:
     130  interrupted (Ctrl-C or SIGTERM; a training run saves a checkpoint first)
 
 ``--debug`` (anywhere on the command line) or ``RNNKIT_DEBUG=1`` also prints the traceback.
+
+What it knows of a command comes from the command's own parser defaults, set where the command is
+registered (``apps/<name>/cli.py``): ``command_name`` (the table's name, set by :mod:`rnnkit.cli`),
+``needs_run`` (the kind of run directory it reads), ``makes_run`` (a training command), ``fresh_needs``
+(options of which a fresh run needs one; ``--resume`` takes the saved value), ``configs`` (the
+model and training configs the flags make, sized for the memory check) and ``data_sizes`` (where no
+data decides them: the model's input width and outputs).
 """
 
 from __future__ import annotations
@@ -23,14 +30,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 OK, FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
-
-# command -> the kind of run directory it reads (see rnnkit.rundir)
-NEEDS_KIND = {"generate": "language-model", "sample": "language-model", "export": "language-model",
-              "evaluate": "language-model", "predict": "classifier", "tag": "tagger",
-              "translate": "seq2seq"}  # fmt: skip
-
-# training commands -> options of which a fresh run needs one (a resumed one takes the saved value)
-REQUIRED = {"lm": ("data",), "classify": ("train", "data"), "seq2seq": ("task",)}
 
 _OS_WORDS = {
     errno.ENOENT: "no such file or directory",
@@ -74,8 +73,8 @@ def run_command(
 
 def describe(e: BaseException, args: argparse.Namespace | None = None) -> tuple[int, str]:
     """The exit status and the one line for exception ``e``."""
-    from .errors import TrainingError
-    from .training.interrupt import RunInterrupted
+    from ..errors import TrainingError
+    from ..training.interrupt import RunInterrupted
 
     if isinstance(e, RunInterrupted):
         return INTERRUPTED, f"{e} with `{_resume_command(args, e.run_dir)}`"
@@ -95,7 +94,7 @@ def describe(e: BaseException, args: argparse.Namespace | None = None) -> tuple[
 
 
 def _is_data_error(e: BaseException) -> bool:
-    from .data.datasets import DownloadError
+    from ..data.datasets import DownloadError
 
     return isinstance(e, DownloadError)
 
@@ -122,15 +121,13 @@ def _out_of_memory(e: BaseException) -> bool:
 
 
 def train_command(args: argparse.Namespace | None) -> str | None:
-    """Which `rnnkit train X` this is ("lm", "classify", ...), or None. (Not ``args.task``: `train task`
-    and `train seq2seq` have a --task option of their own.)"""
-    name = getattr(getattr(args, "func", None), "__name__", "")
-    return name.removeprefix("cmd_train_") if name.startswith("cmd_train_") else None
+    """The training command this is ("train lm", ...; one that makes a run directory), or None."""
+    return getattr(args, "command_name", None) if getattr(args, "makes_run", None) else None
 
 
 def _resume_command(args: argparse.Namespace | None, run_dir: str) -> str:
-    task = train_command(args)
-    return f"rnnkit train {task} --out {run_dir} --resume" if task else f"--resume on {run_dir}"
+    command = train_command(args)
+    return f"rnnkit {command} --out {run_dir} --resume" if command else f"--resume on {run_dir}"
 
 
 # -- checks before any work --------------------------------------------------------------------------------
@@ -138,17 +135,18 @@ def _resume_command(args: argparse.Namespace | None, run_dir: str) -> str:
 
 def preflight(args: argparse.Namespace) -> None:
     """What can be refused before a command does anything (each an InputError naming what is wrong)."""
-    from . import rundir
-    from .errors import InputError
+    from ..errors import InputError
+    from ..training import rundir
+    from . import runs
 
-    command = getattr(args, "command", None)
-    kind = NEEDS_KIND.get(command or "")
+    command = getattr(args, "command_name", None)
+    kind = getattr(args, "needs_run", None)
     if kind is not None and getattr(args, "run_dir", None) is not None:
-        rundir.require_kind(args.run_dir, kind, command)
+        runs.require_kind(args.run_dir, kind, command)
     if command == "diagnose" and getattr(args, "run", None) is not None:
         _diagnose_run(args.run)
     out = getattr(args, "out", None)
-    if command != "train" or out is None:
+    if train_command(args) is None or out is None:
         return
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -165,51 +163,37 @@ def preflight(args: argparse.Namespace) -> None:
         from .resume import fill_from_saved
 
         fill_from_saved(args, out)
-    task = train_command(args)
-    needed = REQUIRED.get(task or "", ())
+    needed = getattr(args, "fresh_needs", ())
     if needed and all(getattr(args, name, None) is None for name in needed):
         given = " or ".join(f"--{name}" for name in needed)
-        raise InputError(f"`rnnkit train {task}` needs {given} (only --resume may leave it out)")
-    if task == "classify" and getattr(args, "data", None) and (args.train or args.test):
+        raise InputError(f"`rnnkit {command}` needs {given} (only --resume may leave it out)")
+    if command == "train classify" and getattr(args, "data", None) and (args.train or args.test):
         raise InputError("--data NAME names both splits: give it, or --train/--test, not both")
     _check_memory(args)
 
 
-# train command -> its sizes when not given (the presets', or above): cell, hidden, layers, bidirectional,
-# batch, steps per sequence, input width, outputs (vocabulary or classes)
-_SIZES = {
-    "lm": ("lstm", 256, 1, False, 32, 64, None, 256),
-    "tag": ("lstm", 128, 1, True, 32, 128, None, 256),
-    "classify": ("gru", 96, 2, True, 32, 100, 16, 16),
-    "seq2seq": ("lstm", 128, 1, False, 64, 40, None, 100),
-    "spell": ("gru", 128, 1, False, 64, 12, 64, 30),
-    "task": ("lstm", 64, 1, False, 64, 100, 10, 10),
-}
-
-
 def _check_memory(args: argparse.Namespace) -> None:
-    """Estimate the run's memory from its sizes and refuse it past the available memory (warn past half)."""
-    from .training import resources
+    """Estimate the run's memory from the command's configs and refuse it past the available memory (warn
+    past half). Sizes the data decides (input width, vocabulary) are guessed where not yet known."""
+    from ..training import resources
 
-    task = train_command(args)
-    if task not in _SIZES:
+    if getattr(args, "configs", None) is None:
         return
-    cell, hidden, layers, bidirectional, batch, steps, width, outputs = _SIZES[task]
-    given = {"cell": getattr(args, "cell", None), "hidden": getattr(args, "hidden", None),
-             "layers": getattr(args, "layers", None), "bidirectional": getattr(args, "bidirectional", None),
-             "batch": getattr(args, "batch", None),
-             "steps": getattr(args, "length" if task == "task" else "seq_len", None),
-             "outputs": getattr(args, "vocab_size", None)}  # fmt: skip
-    cell, hidden, layers = given["cell"] or cell, given["hidden"] or hidden, given["layers"] or layers
-    embedding = outputs if width is None else 0  # token models embed their vocabulary at width H
+    model, train = args.configs(args)[:2]
+    steps = getattr(model, "length", None) or train.seq_len  # a synthetic task's length is its sequence's
+    width = getattr(model, "input_size", None) or getattr(model, "features", None)
+    outputs = (getattr(model, "vocab_size", None) or getattr(model, "num_classes", None)
+               or getattr(model, "tgt_vocab", None) or 256)  # fmt: skip
+    if getattr(args, "data_sizes", None) is not None:  # a command that knows them without data
+        width, outputs = args.data_sizes(model)
+    layers = getattr(model, "layers", 1)
     need = resources.estimate(
-        cell=cell, hidden=hidden, layers=layers, batch=given["batch"] or batch, steps=given["steps"] or steps,
-        bidirectional=bidirectional if given["bidirectional"] is None else given["bidirectional"],
-        input_size=width or hidden, outputs=given["outputs"] or outputs, embedding=embedding,
+        cell=getattr(model, "cell", "lstm"), hidden=model.hidden, layers=layers,
+        bidirectional=getattr(model, "bidirectional", False), batch=train.batch_size, steps=steps,
+        input_size=width or model.hidden, outputs=outputs, embedding=outputs if width is None else 0,
     )  # fmt: skip
-    options = {"--hidden": hidden, "--layers": layers, "--batch": given["batch"],
-               "--length" if task == "task" else "--seq-len": given["steps"]}  # fmt: skip
-    what = " ".join(f"{k} {v}" for k, v in options.items() if v is not None)
+    length = "--length" if getattr(model, "length", None) else "--seq-len"
+    what = f"--hidden {model.hidden} --layers {layers} --batch {train.batch_size} {length} {steps}"
     warning = resources.check(need, what)
     if warning:
         print(f"rnnkit: warning: {warning}", file=sys.stderr)
@@ -218,9 +202,9 @@ def _check_memory(args: argparse.Namespace) -> None:
 def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
     """A training command holds its --out from the start, before it writes a tokenizer or config (the
     launcher of --nproc N does not: its rank 0 does)."""
-    from .training.lock import RunLock
+    from ..training.lock import RunLock
 
-    if getattr(args, "command", None) != "train" or getattr(args, "out", None) is None:
+    if train_command(args) is None or getattr(args, "out", None) is None:
         return contextlib.nullcontext()
     if (getattr(args, "nproc", 1) or 1) > 1 and "WORLD_SIZE" not in os.environ:
         return contextlib.nullcontext()
@@ -230,11 +214,11 @@ def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager[obj
 
 
 def _diagnose_run(run: str) -> None:
-    from . import rundir
-    from .errors import InputError
+    from ..errors import InputError
+    from . import runs
 
     try:
-        rundir.require_kind(run, "language-model", "diagnose --run")
+        runs.require_kind(run, "language-model", "diagnose --run")
     except InputError:
-        if rundir.run_kind(run) != "classifier":
+        if runs.run_kind(run) != "classifier":
             raise
