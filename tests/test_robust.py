@@ -17,8 +17,8 @@ import pytest
 from conftest import TINY_HEAD
 
 import rnnkit
-from rnnkit.commands import boundary
 from rnnkit.cli import main
+from rnnkit.commands import boundary
 from rnnkit.training.checkpoint import load_checkpoint
 
 SRC = Path(rnnkit.__file__).resolve().parents[1]
@@ -327,9 +327,8 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
 
     monkeypatch.setattr("rnnkit.apps.synthetic.cli.cmd_train_task", cmd_train_task)
     assert main(argv) == 0
-    assert "rnnkit: warning: --hidden 64 --layers 1 --batch 64 --length 300000: training will need about 29.8 GB" in (
-        capsys.readouterr().err
-    )
+    warning = "rnnkit: warning: --hidden 64 --layers 1 --batch 64 --length 300000: training will need about 29.8 GB"
+    assert warning in capsys.readouterr().err
 
 
 # -- named UEA problems, results.json ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ Kinds, told apart by the files each application writes beside ``config.json``::
     tokenizer.json + data.json task  tagger           rnnkit train tag
     tokenizer.json                   language-model   rnnkit train lm
     config.json, model.alphabet      speller          rnnkit train spell
-    config.json, no model config     synthetic-task   rnnkit train task
+    config.json, no model config     synthetic-task   rnnkit train synthetic
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ KINDS = {
     "tagger": "rnnkit train tag",
     "seq2seq": "rnnkit train seq2seq",
     "speller": "rnnkit train spell",
-    "synthetic-task": "rnnkit train task",
+    "synthetic-task": "rnnkit train synthetic",
 }
 ARTICLE = {"language-model": "a language-model", "classifier": "a classifier", "tagger": "a tagger",
            "seq2seq": "a seq2seq", "speller": "a speller", "synthetic-task": "a synthetic-task"}  # fmt: skip

@@ -198,8 +198,7 @@ def _fit(
             if last:
                 break
     finally:
-        signals.__exit__()
-        _close(bar, log, board)
+        _close(bar, log, board, signals)
     if stopped == "interrupted":
         raise RunInterrupted(step, str(run_dir), signals.name or "SIGINT")
     if main and config.plots:
@@ -420,7 +419,9 @@ def _log(log: Any, fields: dict[str, Any], board: TensorBoardLog | None = None,
         board.write(fields, model)
 
 
-def _close(bar: Any, log: Any, board: TensorBoardLog | None) -> None:
+def _close(bar: Any, log: Any, board: TensorBoardLog | None, signals: StopSignals) -> None:
+    """The loop's resources, however it ended; signals act as before it again."""
+    signals.__exit__()
     if board is not None:
         board.close()
     bar.close()
