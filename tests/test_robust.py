@@ -327,8 +327,8 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
 
     monkeypatch.setattr("rnnkit.apps.synthetic.cli.cmd_train_task", cmd_train_task)
     assert main(argv) == 0
-    warning = "rnnkit: warning: --hidden 64 --layers 1 --batch 64 --length 300000: training will need about 29.8 GB"
-    assert warning in capsys.readouterr().err
+    warning = "--hidden 64 --layers 1 --batch 64 --length 300000: training will need about 29.8 GB"
+    assert f"rnnkit: warning: {warning}" in capsys.readouterr().err
 
 
 # -- named UEA problems, results.json ---------------------------------------------------------------------
