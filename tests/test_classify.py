@@ -16,12 +16,14 @@ from rnnkit.apps import classify
 from rnnkit.apps.classify.model import ClassifierConfig, build_classifier
 from rnnkit.apps.classify.task import ClassifyTask
 from rnnkit.cli import main
+from rnnkit.data import uea
 from rnnkit.data.timeseries import SeriesDataset, read_ts
 from rnnkit.errors import InputError
 from rnnkit.training.trainer import TrainConfig, fit
 
-UEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uea"
-TRAIN, TEST = UEA / "JapaneseVowels_TRAIN.ts", UEA / "JapaneseVowels_TEST.ts"
+_VOWELS = uea.shipped("JapaneseVowels")  # the aeon wheel's copy of the UEA files
+TRAIN, TEST = _VOWELS or (Path("JapaneseVowels_TRAIN.ts"), Path("JapaneseVowels_TEST.ts"))
+needs_vowels = pytest.mark.skipif(_VOWELS is None, reason="the aeon package (a dev dependency) is missing")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,6 +127,7 @@ def test_bad_model_input_is_an_input_error():
         ClassifierConfig(3, 4, model="mlp")
 
 
+@needs_vowels
 def test_normalisation_is_fitted_on_training_series_only(tmp_path, vowels):
     train, test = vowels
     report = classify.train_classifier(
@@ -166,6 +169,7 @@ def small_task(data: SeriesDataset, seed: int = 0) -> tuple[torch.nn.Module, Cla
     return model, ClassifyTask(x, lengths, y, (x[:50], lengths[:50], y[:50]), batch_size=32, seed=seed)
 
 
+@needs_vowels
 def test_exact_resume(tmp_path, vowels):
     """N steps straight = N/2 steps, stop, resume to N: identical weights (dropout, input noise,
     shuffling, Adam)."""
@@ -184,6 +188,7 @@ def test_exact_resume(tmp_path, vowels):
     assert not torch.equal(model.state_dict()["readout.weight"], half.state_dict()["readout.weight"])
 
 
+@needs_vowels
 def test_short_training_beats_chance(tmp_path):
     report = classify.train_classifier(
         TRAIN, TEST, tmp_path / "run", {"hidden": 32}, {"steps": 80, "plots": False}, progress=False
@@ -195,6 +200,7 @@ def test_short_training_beats_chance(tmp_path):
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
 
 
+@needs_vowels
 def test_cli_train_json_predict_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", "classify", "--train", str(TRAIN), "--test", str(TEST), "--out", str(out),
@@ -231,6 +237,7 @@ def test_cli_train_json_predict_and_resume(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+@needs_vowels
 def test_cli_mlp_baseline_with_epochs(tmp_path, capsys):
     out = tmp_path / "mlp"
     argv = ["train", "classify", "--train", str(TRAIN), "--test", str(TEST), "--out", str(out), "--model",
@@ -241,13 +248,14 @@ def test_cli_mlp_baseline_with_epochs(tmp_path, capsys):
     assert config["model"] == "mlp" and config["max_len"] == 29  # the longest series, train or test
 
 
+@needs_vowels
 def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
     bad = tmp_path / "bad.ts"
     bad.write_text("@dimensions 12\n@classLabel true 1 2\n@data\n1,2:3,?:1\n")
     assert main(["train", "classify", "--train", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert f"{bad}:4: expected 12 dimensions" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), str(TEST)]) == 2
-    assert "not a classifier's run directory" in capsys.readouterr().err
+    assert "not a run directory (no config.json); `predict` needs a classifier run" in capsys.readouterr().err
     other = tmp_path / "other.ts"
     other.write_text("@dimensions 12\n@classLabel true 1 x\n@data\n" + ",".join(["1"] * 3) + ":1\n")
     argv = ["train", "classify", "--train", str(TRAIN), "--test", str(other), "--out", str(tmp_path / "s")]
@@ -256,6 +264,7 @@ def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@needs_vowels
 def test_japanese_vowels_default_reaches_98_5_percent(tmp_path):
     """The default of `rnnkit train classify`, 5 seeds: mean test accuracy >= 98.5% (docs/results.md)."""
     model_opts, train_opts = classify.options_from(None)
@@ -270,6 +279,7 @@ def test_japanese_vowels_default_reaches_98_5_percent(tmp_path):
     assert sum(accuracies) / 5 >= 0.985, accuracies
 
 
+@needs_vowels
 def test_diagnose_pca_of_a_classifier_run_coloured_by_class(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "classify", "--train", str(TRAIN), "--out", str(out), "--hidden", "8", "--steps", "5",

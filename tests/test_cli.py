@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_HEAD
 
 from rnnkit.cli import main
 
@@ -71,11 +72,8 @@ def test_all_matches_lazy_table():
 
 def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
     """The README's main job, small: train a character LM on real text, then sample from it."""
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
-    if not shared.is_file():
-        pytest.skip("../shared/data is not here")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(shared.read_text()[:20000])
+    corpus.write_text(TINY_HEAD.read_text()[:20000])
     run = tmp_path / "run"
     argv = ["train", "lm", "--data", str(corpus), "--out", str(run), "--hidden", "32", "--steps", "40",
             "--batch", "4", "--seq-len", "16", "--no-progress", "--json"]  # fmt: skip
@@ -93,7 +91,7 @@ def test_train_lm_then_sample_on_a_real_text(tmp_path, capsys):
 
     # evaluate any text in the run's vocabulary; characters it never saw are counted, not scored
     held_out = tmp_path / "held_out.txt"
-    held_out.write_text(shared.read_text()[20000:23000] + "\u00e9\u00e9")
+    held_out.write_text(TINY_HEAD.read_text()[20000:23000] + "\u00e9\u00e9")
     assert main(["evaluate", str(run), "--data", str(held_out), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["unknown"] == 2 and scores["tokens"] == 2999
@@ -124,11 +122,8 @@ def test_ngram_command(tmp_path, capsys):
 
 
 def small_corpus(tmp_path: Path) -> Path:
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
-    if not shared.is_file():
-        pytest.skip("../shared/data is not here")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(shared.read_text()[:8000])
+    corpus.write_text(TINY_HEAD.read_text()[:8000])
     return corpus
 
 

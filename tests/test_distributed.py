@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from conftest import TINY_HEAD
 
 from rnnkit.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+DATA = TINY_HEAD
 
 JOB = textwrap.dedent(
     """

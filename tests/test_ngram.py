@@ -8,7 +8,6 @@ import math
 import time
 from collections import Counter, defaultdict
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +17,12 @@ from rnnkit.baselines import KneserNeyLM
 from rnnkit.baselines.ngram import FALLBACK_DISCOUNTS, modified_kn_discounts
 from rnnkit.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-
 
 @pytest.fixture(scope="module")
-def shakespeare():
-    """(ids, vocab) of tinyshakespeare, characters mapped to ids in sorted order."""
-    if not DATA.exists():
-        pytest.skip(f"{DATA} not found")
-    text = DATA.read_text()
+def shakespeare(works_dir):
+    """(ids, vocab) of the complete works (the registry's, 4.6 M characters, the files in name order),
+    characters mapped to ids in sorted order."""
+    text = "".join(f.read_text(encoding="utf-8") for f in sorted(works_dir.glob("*.txt")))
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
     return np.array([stoi[ch] for ch in text], dtype=np.int64), chars
@@ -210,17 +206,18 @@ def test_next_distribution_sums_to_one(shakespeare, order):
 
 def test_unseen_contexts_and_tokens_have_positive_probability(shakespeare):
     ids, chars = shakespeare
-    V = len(chars) + 5  # ids 65..69 never occur in training
+    V = len(chars) + 5  # the last 5 ids never occur in training
+    a, b, c, d = V - 4, V - 3, V - 2, V - 1
     lm = KneserNeyLM(order=4).fit(ids[:50_000], vocab_size=V)
     seen_context = ids[1000:1003]
-    for context in (seen_context, [66, 67, 68], [67], [], [0, 0, 0]):
+    for context in (seen_context, [a, b, c], [b], [], [0, 0, 0]):
         p = lm.next_distribution(context)
         assert (p > 0).all() and p.sum() == pytest.approx(1.0, abs=1e-12)
         assert p[len(chars) :] == pytest.approx(p[-1])  # unseen tokens: only the uniform floor
-        assert math.isfinite(lm.log_prob(context, 69))
+        assert math.isfinite(lm.log_prob(context, d))
     # In a frequent seen context the unseen token gets much less than the seen ones.
-    assert lm.next_distribution(seen_context)[69] < 1e-2 / V
-    assert math.isfinite(lm.evaluate([66, 67, 68, 69, 1, 2])["loss"])
+    assert lm.next_distribution(seen_context)[d] < 1e-2 / V
+    assert math.isfinite(lm.evaluate([a, b, c, d, 1, 2])["loss"])
 
 
 def test_unigram_reduces_to_discounted_counts_plus_uniform(shakespeare):
@@ -400,8 +397,10 @@ def test_bad_input():
 
 
 @pytest.mark.slow
-def test_six_gram_on_standard_split(shakespeare):
-    ids, chars = shakespeare
+def test_six_gram_on_standard_split(tiny_path):
+    text = tiny_path.read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    ids = np.array([chars.index(ch) for ch in text], dtype=np.int64)
     n = int(0.9 * len(ids))
     assert (n, len(ids) - n) == (1_003_854, 111_540)
     start = time.perf_counter()

@@ -4,20 +4,15 @@ Numbers from these runs are recorded in docs/results.md.
 """
 
 import time
-from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.mark.slow
-def test_quick_preset_on_tinyshakespeare(tmp_path, monkeypatch):
+def test_quick_preset_on_tinyshakespeare(tmp_path, monkeypatch, tiny_path):
     """Issue 5: the quick preset reaches < 1.80 nats/char on the standard validation split within
     5 minutes on 2 CPU cores (measured: 1.5601 in 72 s)."""
-    if not (SHARED / "tinyshakespeare.txt").is_file():
-        pytest.skip("../shared/data is not here")
-    monkeypatch.setenv("RNNKIT_DATA_DIR", str(SHARED))
+    monkeypatch.setenv("RNNKIT_DATA_DIR", str(tiny_path.parent))
     from rnnkit.apps import lm
 
     model_opts, train_opts = lm.options_from("quick")

@@ -466,7 +466,7 @@ def test_cli_trains_and_translates(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "rnnkit: error:" in err and "'*'" in err and "Traceback" not in err
     assert main(["translate", str(tmp_path), "1+1"]) == 2
-    assert "not a seq2seq run directory" in capsys.readouterr().err
+    assert "not a run directory (no config.json); `translate` needs a seq2seq run" in capsys.readouterr().err
 
 
 def test_translate_unknown_words_is_a_clear_error(tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,6 @@ from rnnkit.apps.tag.model import SequenceTagger, TaggerConfig
 from rnnkit.cli import main
 from rnnkit.data.casing import case_targets, letter_mask, rule_baseline, tag_scores
 from rnnkit.training.batches import EpochBatches, random_windows
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "shakespeare"
 
 
 def test_case_targets_and_rule_baseline_by_hand():
@@ -76,12 +73,11 @@ def test_epoch_batches_and_windows_are_reproducible_and_resume():
     assert int(random_windows(100, 8, 1000, 0, 0).max()) <= 92
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not here")
-def test_train_tag_command_beats_the_rule_and_tags_text(tmp_path, capsys):
+def test_train_tag_command_beats_the_rule_and_tags_text(tmp_path, capsys, works_dir):
     folder = tmp_path / "works"
     folder.mkdir()
-    for name in sorted(p.name for p in SHARED.iterdir())[:10]:  # 10 works: 9 to train, 1 held out
-        (folder / name).write_text((SHARED / name).read_text()[:30000])
+    for name in sorted(p.name for p in works_dir.iterdir())[:10]:  # 10 works: 9 to train, 1 held out
+        (folder / name).write_text((works_dir / name).read_text()[:30000])
     run = tmp_path / "run"
     argv = ["train", "tag", "--data", str(folder), "--out", str(run), "--hidden", "32", "--steps", "150",
             "--batch", "16", "--seq-len", "64", "--eval-every", "150", "--no-progress", "--no-plots",

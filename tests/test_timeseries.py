@@ -12,8 +12,6 @@ import torch
 from rnnkit.data.timeseries import SeriesDataset, read_ts
 from rnnkit.errors import InputError
 
-UEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uea"
-
 HEADER = """# a comment
 @problemName Tiny
 @timeStamps false
@@ -103,9 +101,8 @@ def test_missing_file():
         read_ts("no-such.ts")
 
 
-def test_japanese_vowels_shapes_counts_lengths():
-    train = read_ts(UEA / "JapaneseVowels_TRAIN.ts")
-    test = read_ts(UEA / "JapaneseVowels_TEST.ts")
+def test_japanese_vowels_shapes_counts_lengths(vowels_files):
+    train, test = (read_ts(f) for f in vowels_files)
     assert (len(train), len(test)) == (270, 370)
     assert train.channels == test.channels == 12
     assert train.classes == test.classes == [str(k) for k in range(1, 10)]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_HEAD
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rnnkit.apps.lm.model import LanguageModel, LMConfig
@@ -29,8 +30,7 @@ from rnnkit.data.text import CharTokenizer
 from rnnkit.training.checkpoint import CheckpointError
 from rnnkit.training.config import TrainConfig
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-TEXT = DATA.read_text(encoding="utf-8")[:1500]
+TEXT = TINY_HEAD.read_text(encoding="utf-8")[:1500]
 TOKENIZER = CharTokenizer.fit(TEXT)
 IDS = TOKENIZER.encode(TEXT)
 TRAIN_IDS, VALID_IDS = IDS[:1200], IDS[1200:]

@@ -119,6 +119,9 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (anywhere; or RNNKIT_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     groups: dict[str, Any] = {}
     for name, register, help in COMMANDS:
@@ -129,15 +132,17 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
             )
         p = (groups[group] if group else sub).add_parser(leaf, help=help, aliases=ALIASES.get(name, []))
         p.spec = register
+        p.set_defaults(command_name=name)  # the table's name, e.g. "train lm" (the error boundary reads it)
         if not lazy:
             p._fill()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .commands.boundary import debug_requested, run_command
     from .errors import OptionError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser(lazy=True).parse_args(argv)
     except OptionError as e:  # a flag below its minimum (e.g. --hidden 0)
@@ -154,13 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from rnnkit.errors import TrainingError
-
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, TrainingError) as e:  # bad input (InputError is a ValueError)
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, debug)  # one line on stderr for any failure; exit 1, 2 or 130
 
 
 if __name__ == "__main__":

@@ -28,3 +28,26 @@ def check_finite(values: Any, source: str, what: str = "values") -> None:
             f"{source}: {count} non-finite value{'s' if count > 1 else ''} (NaN or Inf) in the {what}; "
             f"the first is {float(array[first])!r} at index {first}. Drop or impute them before training"
         )
+
+
+_TEXT_CONTROLS = set("\t\n\r\f\v")
+
+
+def check_text(text: str, source: str) -> str:
+    """Refuse text that is binary data: a NUL, or more than 1% control characters (other than tab, newline,
+    carriage return, form feed, vertical tab); returns ``text``."""
+    nul = text.find("\x00")
+    controls = sum(1 for ch in text if ch < " " and ch not in _TEXT_CONTROLS)
+    if nul >= 0 or controls > 0.01 * len(text):
+        where = f"a NUL character at offset {nul}" if nul >= 0 else f"{controls} control characters"
+        raise InputError(f"{source}: binary data, not text ({where} in {len(text)} characters)")
+    return text
+
+
+def read_stdin_text(source: str = "standard input") -> str:
+    """Standard input as UTF-8 text (decoded strictly, binary data refused)."""
+    import sys
+
+    from .text import decode_text
+
+    return check_text(decode_text(sys.stdin.buffer.read(), source), source)

@@ -24,7 +24,7 @@ OPTIMIZER_FLAGS = ("optimizer", "weight_decay", "momentum", "schedule", "warmup_
                    "clip_value", "precision")  # fmt: skip
 BPTT_FLAGS = ("bptt_window", "accumulate")
 SAMPLING_FLAGS = ("teacher_forcing", "tf_k", "tf_c", "tf_floor")
-CHECKPOINT_FLAGS = ("eval_every", "checkpoint_every", "keep_last", "max_bad_steps", "plots")
+CHECKPOINT_FLAGS = ("eval_every", "checkpoint_every", "keep_last", "max_bad_steps", "plots", "tensorboard")
 
 
 @dataclass
@@ -80,6 +80,9 @@ class TrainConfig:
     precision: str = option("fp32", "bf16: each training step under torch.autocast to bfloat16 over "
                             "float32 master weights (kernels/precision.py); validation in float32",
                             choices=PRECISIONS)  # fmt: skip
+    tensorboard: bool = option(False, "also write TensorBoard event files (scalars, gradient histograms) "
+                               "to OUT/tensorboard (needs the tensorboard package)",
+                               action="store_true")  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "keep_last", "eval_every",
@@ -116,8 +119,9 @@ class TrainConfig:
         for name in ("clip_norm", "clip_value", "minutes", "tf_k", "tf_c"):
             if getattr(self, name) is not None:
                 _check_real(name, getattr(self, name), positive=True)
-        if not isinstance(self.plots, bool):
-            raise TypeError(f"plots should be of type bool, got: {type(self.plots).__name__}")
+        for name in ("plots", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(getattr(self, name)).__name__}")
 
     def teacher_forcing_at(self, step: int) -> float:
         """The probability of feeding the ground truth at ``step`` (1.0 for "always")."""

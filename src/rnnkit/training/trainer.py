@@ -44,9 +44,13 @@ from ..kernels import precision
 from . import distributed
 from .checkpoint import atomic_write, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
-from .rundir import check_fresh
+from .interrupt import RunInterrupted, StopSignals
+from .lock import RunLock
+from .results import write_results
+from .rundir import check_fresh, check_same, read_json
 from .schedules import LRSchedule, make_optimizer
 from .task import Task
+from .tensorboard import TensorBoardLog
 
 __all__ = ["TrainConfig", "TrainingError", "fit"]
 
@@ -86,7 +90,9 @@ def fit(
     device = next(model.parameters()).device
     joined = distributed.setup(device)
     try:
-        return _fit(model, task, config, Path(run_dir), resume, progress, device)
+        # one process per run directory (rank 0 writes for all); Ctrl-C / SIGTERM save, then stop
+        with RunLock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+            return _fit(model, task, config, Path(run_dir), resume, progress, device)
     finally:
         if joined:
             distributed.teardown()
@@ -131,8 +137,10 @@ def _fit(
     deadline = time.perf_counter() + config.minutes * 60 if config.minutes is not None else math.inf
     stopped, bad_streak = "steps", 0
     started = time.perf_counter() - elapsed
+    board = TensorBoardLog(run_dir, step) if config.tensorboard and main else None
     # only rank 0 writes the metrics
     log = open(metrics_path, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed below)
+    signals = StopSignals().__enter__()  # a signal now asks to stop after the step under way
     try:
         while step < config.steps:
             t0 = time.perf_counter()
@@ -149,7 +157,7 @@ def _fit(
             elapsed = time.perf_counter() - started
             record = _step_record(step, train_loss, extra, grad_norm, lr, elapsed, dt, items, bad_streak,
                                   ratio if config.teacher_forcing != "always" else None)  # fmt: skip
-            _log(log, record)
+            _log(log, record, board, model if step % config.log_every == 0 or step == 1 else None)
             bar.update(1)
             if bad_streak >= config.max_bad_steps:
                 raise _too_many_bad_steps(step, train_loss, grad_norm, bad_streak, skipped, run_dir)
@@ -157,16 +165,17 @@ def _fit(
                 bar.set_postfix(loss=f"{train_loss:.3f}", gnorm=f"{grad_norm:.2f}", lr=f"{lr:.2e}")
 
             last = step == config.steps
-            if not last and _past(deadline, device):
+            if signals.requested(device):  # save this step at once, without a validation
+                last, stopped = True, "interrupted"
+            elif not last and _past(deadline, device):
                 last, stopped = True, "minutes"
             is_best = False
-            if step % config.eval_every == 0 or last:
+            if step % config.eval_every == 0 or (last and stopped != "interrupted"):
                 scores = task.evaluate(model)
                 valid_loss = scores["loss"]
                 elapsed = time.perf_counter() - started
-                _log(
-                    log, {"step": step, **{f"valid_{k}": v for k, v in scores.items()}, "elapsed_s": elapsed}
-                )
+                valid = {"step": step, **{f"valid_{k}": v for k, v in scores.items()}, "elapsed_s": elapsed}
+                _log(log, valid, board)
                 schedule.after_eval(valid_loss)
                 is_best = valid_loss < best_valid
                 best_valid = min(best_valid, valid_loss)
@@ -190,13 +199,13 @@ def _fit(
             if last:
                 break
     finally:
-        bar.close()
-        if log is not None:
-            log.close()
+        _close(bar, log, board, signals)
+    if stopped == "interrupted":
+        raise RunInterrupted(step, str(run_dir), signals.name or "SIGINT")
     if main and config.plots:
         _plot(run_dir)
     distributed.barrier()
-    return {
+    report = {
         "steps": step,
         "train_loss": train_loss,
         "valid_loss": valid_loss,
@@ -206,6 +215,9 @@ def _fit(
         "elapsed_s": elapsed,
         "run_dir": str(run_dir),
     }
+    if main:
+        write_results(run_dir, {k: v for k, v in report.items() if k != "run_dir"})
+    return report
 
 
 def _optimizer_step(net: nn.Module, model: nn.Module, task: Task, config: TrainConfig,
@@ -385,13 +397,9 @@ def _check_same_run(run_dir: Path, saved: dict[str, Any]) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    free = {"steps": None, "minutes": None, "plots": None, "log_every": None}  # may change on resume
+    old = read_json(path)
     defaults = dataclasses.asdict(TrainConfig())  # fields added since the run started keep defaults
-    new = {**saved, "train": {**saved["train"], **free}}
-    old = {**old, "train": {**defaults, **old.get("train", {}), **free}}
-    if old != new:
-        raise InputError(f"{path}: the run was started with other settings {old}; resuming with {new}")
+    check_same(path, {**old, "train": {**defaults, **old.get("train", {})}}, saved)
 
 
 def _seed_everything(seed: int) -> None:
@@ -404,9 +412,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _log(log: Any, fields: dict[str, Any]) -> None:
+def _log(log: Any, fields: dict[str, Any], board: TensorBoardLog | None = None,
+         model: nn.Module | None = None) -> None:  # fmt: skip
+    """One line of metrics.jsonl (and the same numbers to TensorBoard, with ``model``'s histograms)."""
     if log is not None:  # only rank 0 writes
         log.write(json.dumps(_json_safe(fields)) + "\n")
+    if board is not None:
+        board.write(fields, model)
+
+
+def _close(bar: Any, log: Any, board: TensorBoardLog | None, signals: StopSignals) -> None:
+    """The loop's resources, however it ended; signals act as before it again."""
+    signals.__exit__()
+    if board is not None:
+        board.close()
+    bar.close()
+    if log is not None:
+        log.close()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

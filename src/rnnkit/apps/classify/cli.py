@@ -13,6 +13,7 @@ from typing import Any
 
 from ...commands.shared import add_training_options, torchrun, train_flag
 from ...configs import add_options, given, override
+from ...training.config import TrainConfig
 from .config import PRESETS, TEXT_PRESET, ClassifierConfig, TextClassifierConfig, TextOptions
 
 SERIES_ONLY = ("model", "input_noise")  # ClassifierConfig's fields a text classifier has not
@@ -26,15 +27,15 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     from rnnkit.data.labelled_text import is_text_file
     from rnnkit.training import distributed
 
-    if is_text_file(args.train):
+    if args.train and is_text_file(args.train):
         return cmd_train_text(args)
     _refuse(args, TEXT_ONLY, f"only for text files (.csv, .tsv, .jsonl); --train is {args.train}")
     from .run import train_classifier
 
-    preset_model, preset_train = PRESETS[getattr(args, "model", "rnn")]  # --model picks the preset
-    model, train = override(preset_model, args), override(preset_train, args)  # the flags given on top
+    model, train = configs(args)
+    data, test = (args.data, args.data) if args.data else (args.train, args.test)  # a name: both splits
     report = train_classifier(
-        args.train, args.test, args.out, model, train, epochs=args.epochs,
+        data, test, args.out, model, train, epochs=args.epochs,
         valid_fraction=args.valid_fraction or 0.0, resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     report["run_dir"] = str(report["run_dir"])
@@ -50,6 +51,12 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
             f"{report['checkpoint']}, {report['elapsed_s']:.1f} s)"
         )
     return 0
+
+
+def configs(args: argparse.Namespace) -> tuple[ClassifierConfig, TrainConfig]:
+    """The preset of ``--model`` (rnn or mlp), with the flags given on top."""
+    preset_model, preset_train = PRESETS[getattr(args, "model", "rnn")]
+    return override(preset_model, args), override(preset_train, args)
 
 
 def _refuse(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
@@ -108,10 +115,15 @@ def format_scores(scores: dict[str, Any]) -> str:
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument(
-        "--train", required=True, help="labelled training data: a .ts file of series, or a .csv/.tsv/.jsonl "
-        "file of texts (columns text and label)",
+        "--train", help="labelled training data: a .ts file of series, or a .csv/.tsv/.jsonl file of texts "
+        "(columns text and label); or --data",
     )  # fmt: skip
     p.add_argument("--test", help="labelled test data of the same kind, scored once at the end")
+    p.add_argument(
+        "--data", metavar="NAME",
+        help="a UEA/UCR problem by name, e.g. JapaneseVowels: its train and test splits (offline for the "
+        "ones the aeon package ships; others are downloaded through aeon)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
     add_options(p, ClassifierConfig, PRESETS["rnn"][0])
     p.add_argument(
@@ -135,7 +147,9 @@ def train(p: argparse.ArgumentParser) -> None:
     add_options(text, TextOptions, TextOptions())
     add_options(text, TextClassifierConfig, TEXT_PRESET[0])
     add_training_options(p)
-    p.set_defaults(func=cmd_train_classify)
+    # for the error boundary: the run it makes, what a fresh run needs, its sizes for the memory check
+    p.set_defaults(func=cmd_train_classify, makes_run="classifier", fresh_needs=("train", "data"),
+                   configs=configs)  # fmt: skip
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -144,11 +158,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.text or args.file or is_text_run(args.run_dir):
         return cmd_predict_text(args)
-    if args.data is None:
-        raise ValueError("predict needs a .ts file of series to label (or --text for a text classifier)")
     from .run import predict
 
-    report = predict(args.run_dir, args.data, which=args.checkpoint)
+    data = args.data_option or args.data
+    if data is None:
+        raise ValueError("predict needs the series: a .ts file, or --data NAME (a UEA problem's test split)")
+    report = predict(args.run_dir, data, which=args.checkpoint)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -187,6 +202,12 @@ def predict(p: argparse.ArgumentParser) -> None:
         help="a .ts file (or, for a text classifier, a file of texts); its labels are optional (with them, "
         "accuracy is reported)",
     )  # fmt: skip
+    p.add_argument(
+        "--data",
+        dest="data_option",
+        metavar="NAME",
+        help="a UEA/UCR problem by name (e.g. JapaneseVowels): label and score its test split",
+    )
     p.add_argument("--text", action="append", help="a text to classify (repeatable)")
     p.add_argument(
         "--file",
@@ -195,7 +216,7 @@ def predict(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, needs_run="classifier")
 
 
 def cmd_attention(args: argparse.Namespace) -> int:

@@ -26,12 +26,14 @@ import numpy as np
 import torch
 
 from ...configs import as_config
+from ...data import uea
 from ...data.timeseries import SeriesDataset, read_ts
 from ...errors import InputError
 from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.results import per_class_scores, write_results
 from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import PRESETS, ClassifierConfig
@@ -61,9 +63,14 @@ def options_from(model: str | None, **overrides: Any) -> tuple[dict[str, Any], d
     return model_opts, train_opts
 
 
-def as_dataset(data: str | os.PathLike[str] | SeriesDataset) -> SeriesDataset:
-    """A dataset as given, or read from a ``.ts`` file."""
-    return data if isinstance(data, SeriesDataset) else read_ts(data)
+def as_dataset(data: str | os.PathLike[str] | SeriesDataset, split: str = "train") -> SeriesDataset:
+    """A dataset as given, read from a ``.ts`` file, or a UEA/UCR problem's ``split`` ("train" or "test")
+    by name (:func:`rnnkit.data.uea.files`)."""
+    if isinstance(data, SeriesDataset):
+        return data
+    if uea.is_name(data):
+        return read_ts(uea.files(str(data))[0 if split == "train" else 1])
+    return read_ts(data)
 
 
 def stratified_indices(
@@ -128,12 +135,14 @@ def train_classifier(
     """
     run_dir = Path(out)
     train_set = as_dataset(train)
-    test_set = as_dataset(test) if test is not None else None
+    test_set = as_dataset(test, "test") if test is not None else None
     if train_set.labels is None:
         raise InputError(f"{train_set.source}: training series need class labels (@classLabel true ...)")
-    if len(train_set.classes) < 2:
+    present = sorted(set(train_set.labels), key=train_set.classes.index)
+    if len(present) < 2:
         raise InputError(
-            f"{train_set.source}: classification needs at least 2 classes, got {train_set.classes}"
+            f"{train_set.source}: classification needs series of at least 2 classes; the training series "
+            f"are all of class {present[0] if present else None!r} (declared: {train_set.classes})"
         )
     if test_set is not None:
         _check_channels(test_set, train_set.channels, train_set.source)
@@ -165,7 +174,8 @@ def train_classifier(
                         config.batch_size, seed=config.seed)  # fmt: skip
     classes_path = run_dir / "classes.json"
     saved = {"classes": train_set.classes, "train": train_set.source, "problem": train_set.name,
-             "valid_fraction": valid_fraction}  # fmt: skip
+             "valid_fraction": valid_fraction,
+             "test": test_set.source if test_set is not None else None}  # fmt: skip
     if resume:
         if not classes_path.is_file():
             raise InputError(
@@ -196,7 +206,11 @@ def train_classifier(
             test_accuracy=scored["accuracy"], test_loss=scored["loss"], confusion=scored["confusion"]
         )
         title = f"{test_set.name or Path(test_set.source).name}: test accuracy {scored['accuracy']:.4f}"
+        report["per_class"] = per_class_scores(scored["confusion"], train_set.classes)
         plot_confusion(np.array(scored["confusion"]), train_set.classes, run_dir / "confusion.png", title)
+    keys = ("checkpoint", "train_accuracy", "train_set_loss", "classes", "test_accuracy", "test_loss",
+            "confusion", "per_class", "parameters")  # fmt: skip
+    write_results(run_dir, {k: report[k] for k in keys if k in report})
     return report
 
 
@@ -253,7 +267,7 @@ def predict(
     ``"accuracy"``, ``"correct"``, ``"loss"`` and ``"confusion"``.
     """
     trained = load_classifier(run_dir, which)
-    dataset = as_dataset(data)
+    dataset = as_dataset(data, "test")
     return {"run_dir": str(trained.run_dir), "file": dataset.source, "series": len(dataset),
             **score(trained, dataset)}  # fmt: skip
 

@@ -9,6 +9,7 @@ import sys
 
 from ...commands.shared import add_training_options, torchrun, train_flag, unescape
 from ...configs import add_options, override
+from ...training.config import TrainConfig
 from .config import PRESETS, TOKENIZERS, LMConfig
 
 
@@ -20,8 +21,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
     from . import run
 
-    preset_model, preset_train = PRESETS[args.preset or "quick"]
-    model, train = override(preset_model, args), override(preset_train, args)  # the flags given on top
+    model, train = configs(args)
     report = run.train_language_model(
         args.data, args.out, model, train, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         reset_on=unescape(args.reset_text), resume=args.resume, progress=not args.no_progress,
@@ -41,9 +41,15 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> tuple[LMConfig, TrainConfig]:
+    """The preset's model and training configs, with the flags given on top."""
+    preset_model, preset_train = PRESETS[args.preset or "quick"]
+    return override(preset_model, args), override(preset_train, args)
+
+
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
-    p.add_argument("--data", required=True, help="a named dataset (tinyshakespeare, shakespeare) or a path")
+    p.add_argument("--data", help="a named dataset (tinyshakespeare, shakespeare) or a path (required)")
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
     p.add_argument("--preset", choices=list(PRESETS), help="a set of options (default: quick)")
     p.add_argument(
@@ -67,7 +73,8 @@ def train(p: argparse.ArgumentParser) -> None:
     train_flag(p, "lr", "AdamW learning rate", PRESETS["quick"][1])
     train_flag(p, "seed", "random seed", PRESETS["quick"][1])
     add_training_options(p, bptt=True, sampling=True)
-    p.set_defaults(func=cmd_train_lm)
+    # for the error boundary: the run it makes, what a fresh run needs, its sizes for the memory check
+    p.set_defaults(func=cmd_train_lm, makes_run="language-model", fresh_needs=("data",), configs=configs)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -128,7 +135,7 @@ def generate(p: argparse.ArgumentParser) -> None:
         "--json", action="store_true",
         help="print one JSON object on stdout at the end (text, tokens, stopped) instead of streaming",
     )  # fmt: skip
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=cmd_sample, needs_run="language-model")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -160,7 +167,7 @@ def export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the file to write (atomically), e.g. model.onnx")
     p.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, needs_run="language-model")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -186,4 +193,4 @@ def evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="a text file to score")
     p.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, needs_run="language-model")

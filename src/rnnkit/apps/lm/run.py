@@ -23,6 +23,7 @@ from ...options import field_names, options_of, route
 from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
+from ...training.results import write_results
 from ...training.rundir import check_fresh
 from ...training.trainer import fit
 from .config import PRESETS, TOKENIZERS, LMConfig
@@ -141,6 +142,8 @@ def train_lm(
     task = LMTask(train_ids, valid_ids, config.batch_size, config.seq_len, config.bptt_window, device,
                   reset_on=config.reset_on)  # fmt: skip
     report = fit(model, task, config, run_dir, resume=resume, progress=progress)
+    if distributed.is_main():
+        write_results(run_dir, {"valid_bpc": report["valid_loss"] / LN2})
     return {**report, "valid_bpc": report["valid_loss"] / LN2}
 
 

@@ -9,6 +9,7 @@ import sys
 
 from ...commands.shared import add_training_options, torchrun, train_flag
 from ...configs import add_options, override
+from ...training.config import TrainConfig
 from .config import PRESETS, PairsConfig, Seq2SeqConfig
 
 
@@ -20,7 +21,7 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
 
     from .run import train_seq2seq
 
-    model, train, pairs = (override(c, args) for c in PRESETS[args.task])  # the flags given on the preset
+    model, train, pairs = configs(args)
     report = train_seq2seq(
         args.task, args.out, model, train, pairs, resume=args.resume,
         progress=not args.no_progress, beam=args.beam,
@@ -39,10 +40,16 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> tuple[Seq2SeqConfig, TrainConfig, PairsConfig]:
+    """The task's preset (numbers before a task is known), with the flags given on top."""
+    model, train, pairs = PRESETS[args.task if args.task in PRESETS else "numbers"]
+    return override(model, args), override(train, args), override(pairs, args)
+
+
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument(
-        "--task", required=True, choices=list(PRESETS),
+        "--task", choices=list(PRESETS),
         help="numbers: 'three hundred and forty-two' -> 'trois cent quarante-deux' (words); addition: "
         "'123+45' -> '168' (characters)",
     )  # fmt: skip
@@ -57,7 +64,8 @@ def train(p: argparse.ArgumentParser) -> None:
     )  # the defaults differ by task: numbers 40000/1000/2000, 6; addition 45000/1000/4000, 3
     p.add_argument("--beam", type=int, default=1, help="test-set beam width (default 1)")
     add_training_options(p, sampling=True)
-    p.set_defaults(func=cmd_train_seq2seq)
+    # for the error boundary: the run it makes, what a fresh run needs, its sizes for the memory check
+    p.set_defaults(func=cmd_train_seq2seq, makes_run="seq2seq", fresh_needs=("task",), configs=configs)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -87,4 +95,4 @@ def translate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="draw the attention weights as a heat map (PNG)")
     p.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_translate)
+    p.set_defaults(func=cmd_translate, needs_run="seq2seq")

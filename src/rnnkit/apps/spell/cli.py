@@ -7,6 +7,7 @@ import json
 
 from ...commands.shared import add_training_options, train_flag
 from ...configs import add_options, override
+from ...training.config import TrainConfig
 from .config import MODEL, TRAIN, SpellerConfig
 
 
@@ -14,7 +15,7 @@ def cmd_train_spell(args: argparse.Namespace) -> int:
     """Train a decoder that spells the digit in an 8x8 image (one-to-many); report held-out exact match."""
     from .run import train_speller
 
-    model, train = override(MODEL, args), override(TRAIN, args)  # the preset, with the flags given
+    model, train = configs(args)
     report = train_speller(args.out, model, train, resume=args.resume, progress=not args.no_progress)
     if args.json:
         print(json.dumps(report))
@@ -28,6 +29,11 @@ def cmd_train_spell(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> tuple[SpellerConfig, TrainConfig]:
+    """The preset, with the flags given on top."""
+    return override(MODEL, args), override(TRAIN, args)
+
+
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--out", required=True, help="the run directory to create (or resume)")
@@ -37,4 +43,4 @@ def train(p: argparse.ArgumentParser) -> None:
     train_flag(p, "lr", "learning rate", TRAIN)
     train_flag(p, "seed", "random seed", TRAIN)
     add_training_options(p, sampling=True)
-    p.set_defaults(func=cmd_train_spell)
+    p.set_defaults(func=cmd_train_spell, makes_run="speller", configs=configs)  # for the error boundary

@@ -7,6 +7,7 @@ import json
 
 from ...commands.shared import add_training_options, train_flag
 from ...configs import add_options, override
+from ...training.config import TrainConfig
 from .config import MODEL, TASK_SHAPES, TRAIN, SyntheticConfig
 
 
@@ -15,7 +16,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
     the gradient flow before and after."""
     from .run import train_synthetic
 
-    model, train = override(MODEL, args), override(TRAIN, args)  # the preset, with the flags given
+    model, train = configs(args)
     report = train_synthetic(
         args.task, args.out, cell=model.cell, hidden=model.hidden, length=model.length, train_options=train,
         resume=args.resume, progress=not args.no_progress,
@@ -33,6 +34,11 @@ def cmd_train_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> tuple[SyntheticConfig, TrainConfig]:
+    """The preset, with the flags given on top."""
+    return override(MODEL, args), override(TRAIN, args)
+
+
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--task", required=True, choices=tuple(TASK_SHAPES))
@@ -43,4 +49,6 @@ def train(p: argparse.ArgumentParser) -> None:
     train_flag(p, "lr", "learning rate", TRAIN)
     train_flag(p, "seed", "random seed", TRAIN)
     add_training_options(p, sampling=True)
-    p.set_defaults(func=cmd_train_task)
+    # for the error boundary: the run it makes, its sizes for the memory check
+    p.set_defaults(func=cmd_train_task, makes_run="synthetic-task", configs=configs,
+                   data_sizes=lambda model: TASK_SHAPES[model.task][:2])  # fmt: skip

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from argparse import SUPPRESS
 
 from ...commands.shared import add_training_options, torchrun, train_flag
 from ...configs import add_options, override
+from ...training.config import TrainConfig
 from .config import MODEL, TRAIN, TaggerConfig
 
 
@@ -21,7 +21,7 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
 
     from . import run
 
-    model, train = override(MODEL, args), override(TRAIN, args)  # the preset, with the flags given
+    model, train = configs(args)
     report = run.train_case_tagger(args.data, args.out, model, train, resume=args.resume,
                                    progress=not args.no_progress)  # fmt: skip
     if not distributed.is_main():
@@ -41,6 +41,11 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def configs(args: argparse.Namespace) -> tuple[TaggerConfig, TrainConfig]:
+    """The preset, with the flags given on top."""
+    return override(MODEL, args), override(TRAIN, args)
+
+
 def train(p: argparse.ArgumentParser) -> None:
     """The flags of this command."""
     p.add_argument("--data", default="shakespeare", help="a named dataset or a path (default shakespeare)")
@@ -58,14 +63,15 @@ def train(p: argparse.ArgumentParser) -> None:
     train_flag(p, "lr", "learning rate", TRAIN)
     train_flag(p, "seed", "random seed", TRAIN)
     add_training_options(p)
-    p.set_defaults(func=cmd_train_tag)
+    p.set_defaults(func=cmd_train_tag, makes_run="tagger", configs=configs)  # for the error boundary
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     """Restore the letter case of a text with a trained tagger."""
+    from ...data.checks import check_text, read_stdin_text
     from .run import restore_case
 
-    text = " ".join(args.text) if args.text else sys.stdin.read()
+    text = check_text(" ".join(args.text), "the text") if args.text else read_stdin_text()
     restored = restore_case(args.run_dir, text, which=args.checkpoint)
     print(json.dumps({"text": restored}) if args.json else restored)
     return 0
@@ -77,4 +83,4 @@ def tag(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="*", help="the text (default: read standard input)")
     p.add_argument("--checkpoint", default="best", help="best (default), latest, or step-NNNNNN")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_tag)
+    p.set_defaults(func=cmd_tag, needs_run="tagger")
