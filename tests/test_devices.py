@@ -22,10 +22,15 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 @pytest.fixture(params=DEVICES)
 def device(request):
     """The device under test, with TF32 off so that float32 means float32 on a GPU."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield torch.device(request.param)
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    cudnn = torch.backends.cudnn
+    # the context manager, not assignment: torch's own test helpers (imported by test_nn_module_db)
+    # call torch.backends.disable_global_flags(), after which setting cudnn flags directly raises
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False):  # fmt: skip
+        yield torch.device(request.param)
+    torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def _grads(model, x, out):

@@ -102,15 +102,19 @@ def test_two_processes_writing_at_once_lose_nothing(tuned):
     script = textwrap.dedent(
         """
         import sys
+        import torch
         from rnnkit.kernels import tuning
         who = sys.argv[1]
+        torch.set_num_threads(int(sys.argv[2]))  # the machine key holds the thread count: match ours
         for i in range(40):
             tuning.write_cases({f"{who} {i}": {"choice": "fused", "ms": {"fused": float(i)}}})
         """
     )
     env = {"PYTHONPATH": SRC, "RNNKIT_TUNE_FILE": str(tuned), "PATH": "/usr/bin:/bin"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, who], env=env, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", script, who, str(torch.get_num_threads())], env=env, stderr=subprocess.PIPE
+        )
         for who in ("a", "b")
     ]
     for p in procs:

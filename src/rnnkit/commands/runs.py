@@ -89,6 +89,9 @@ def check_model_config(run_dir: str | os.PathLike[str], kind: str) -> None:
         return
     path = Path(run_dir) / "config.json"
     module, name = MODEL_CONFIGS[kind]
+    classes = Path(run_dir) / "classes.json"
+    if kind == "classifier" and classes.is_file() and read_json(classes).get("kind") == "text":
+        name = "TextClassifierConfig"  # a classifier of texts (apps/classify/text.py) saves its own config
     model = read_json(path).get("model")
     if not isinstance(model, dict):
         raise InputError(f"{path}: 'model' must be an object of {name} settings, got {type(model).__name__}")
