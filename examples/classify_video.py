@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=16, help="channels of both models")
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--test", type=int, default=512, help="test videos (held-out handwriting)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy 2-core box)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args()
