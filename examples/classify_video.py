@@ -12,7 +12,7 @@ time (the baseline) cannot do better than chance, and the recurrence has to carr
 model is ``rnnkit.Recurrent(ConvLSTMCell)`` over 2x2 patches (24x24x1 -> 12x12x4), its outputs max-
 pooled over space and time, then a linear head. Both are trained the same way on fresh videos each step.
 
-    python examples/classify_video.py [--steps N] [--threads K] [--json]   # about 1-2 minutes
+    python examples/classify_video.py [--steps N] [--threads K] [--json]   # under a minute
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def accuracy(model: nn.Module, video: Tensor, labels: Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per model (default 100)")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default 300)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=16, help="channels of both models")
     parser.add_argument("--lr", type=float, default=5e-3)
