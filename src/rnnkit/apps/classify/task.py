@@ -91,12 +91,6 @@ class ClassifyTask(Task):
             accuracy = (logits.argmax(-1) == y).float().mean().item()
         return loss, {"accuracy": accuracy, "items": float(len(index))}
 
-    def after_backward(self) -> None:
-        pass  # nothing is carried from one batch to the next
-
-    def reset(self) -> None:
-        pass
-
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         x, lengths, y = self.valid
         share = torch.arange(x.shape[0]).tensor_split(self.world)[self.rank]

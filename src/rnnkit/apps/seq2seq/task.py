@@ -84,12 +84,6 @@ class Seq2SeqTask(Task):
             accuracy = ((logits.argmax(-1) == y) & real).sum().item() / max(1, int(real.sum()))
         return loss, {"accuracy": accuracy, "items": float(real.sum())}
 
-    def after_backward(self) -> None:
-        pass  # nothing is carried from batch to batch
-
-    def reset(self) -> None:
-        pass
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Teacher-forced loss and token accuracy, and the exact match of greedy decoding, over ``valid``."""

@@ -38,12 +38,6 @@ class SpellTask(Task):
         loss = masked_loss(scores, targets, mask) / len(idx)
         return loss, {"items": float(mask.sum())}
 
-    def after_backward(self) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         with evaluating(model):

@@ -44,12 +44,6 @@ class SyntheticTask(Task):
         self.step += 1
         return model.loss(model(x, teacher_forcing), y), {}
 
-    def after_backward(self) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         with evaluating(model):

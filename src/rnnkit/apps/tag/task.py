@@ -47,12 +47,6 @@ class TagTask(Task):
             accuracy = (scores.argmax(-1) == y).float().mean().item()
         return loss, {"accuracy": accuracy, "items": float(y.numel())}
 
-    def after_backward(self) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pred, scores = predict_tags(model, self.vx, self.device)
         loss = F.cross_entropy(scores, self.vy).item()  # per character
