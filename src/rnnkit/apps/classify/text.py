@@ -42,7 +42,7 @@ from ...training import distributed
 from ...training.checkpoint import atomic_write, load_weights
 from ...training.config import TrainConfig
 from ...training.metrics import classification_report, confusion_matrix
-from ...training.rundir import check_fresh
+from ...training.rundir import check_fresh, read_json
 from ...training.trainer import fit
 from .config import TextClassifierConfig, TextOptions
 from .run import plot_confusion, stratified_indices
@@ -183,7 +183,7 @@ def _start_run(run_dir: Path, saved: dict[str, Any], fit_set: LabelledTexts, opt
     if resume:
         if not classes_path.is_file() or not tokenizer_path.is_file():
             raise InputError(f"{run_dir}: no classes.json or tokenizer.json; not a run of a text classifier")
-        old = _read_json(classes_path)
+        old = read_json(classes_path)
         for key in ("classes", "text", "valid"):
             if old.get(key) != saved[key]:
                 raise InputError(f"{classes_path}: the run was started with {key}={old.get(key)!r}; "
@@ -198,17 +198,10 @@ def _start_run(run_dir: Path, saved: dict[str, Any], fit_set: LabelledTexts, opt
     return tokenizer
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-
-
 def is_text_run(run_dir: str | os.PathLike[str]) -> bool:
     """Whether ``run_dir`` was made by a text classifier (its classes.json says so)."""
     path = Path(run_dir) / "classes.json"
-    return path.is_file() and _read_json(path).get("kind") == "text"
+    return path.is_file() and read_json(path).get("kind") == "text"
 
 
 def load_text_classifier(run_dir: str | os.PathLike[str], which: str = "best") -> TrainedTextClassifier:
@@ -219,8 +212,8 @@ def load_text_classifier(run_dir: str | os.PathLike[str], which: str = "best") -
             f"{run_dir}: not a text classifier's run directory (no classes.json of kind 'text' or no "
             "config.json); train one with `rnnkit train classify --train FILE.csv`"
         )
-    info = _read_json(run_dir / "classes.json")
-    model = TextClassifier(TextClassifierConfig(**_read_json(run_dir / "config.json")["model"]))
+    info = read_json(run_dir / "classes.json")
+    model = TextClassifier(TextClassifierConfig(**read_json(run_dir / "config.json")["model"]))
     ckpt = load_weights(model, run_dir, which)
     return TrainedTextClassifier(model, load_tokenizer(run_dir / "tokenizer.json"), info["classes"],
                                  TextOptions(**info["text"]), run_dir, ckpt.path.name)  # fmt: skip
