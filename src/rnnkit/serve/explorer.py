@@ -46,14 +46,13 @@ class Limits:
 
 
 def run_kind(run_dir: Path) -> str:
-    """``"lm"``, ``"classifier"``, ``"seq2seq"`` or ``"other"`` (curves only), from the files a run has."""
-    if (run_dir / "classes.json").is_file():
-        return "classifier"
-    if (run_dir / "vocab.json").is_file():
-        return "seq2seq"
-    if (run_dir / "tokenizer.json").is_file() and (run_dir / "config.json").is_file():
-        return "lm"
-    return "other"
+    """``"lm"``, ``"classifier"``, ``"seq2seq"`` or ``"other"`` (curves only): the explorer's names for
+    the CLI's run kinds (:func:`rnnkit.commands.runs.run_kind`; a tagger's run is "other", not an LM)."""
+    from ..commands.runs import run_kind as kind_of
+
+    return {"language-model": "lm", "classifier": "classifier", "seq2seq": "seq2seq"}.get(
+        kind_of(run_dir) or "", "other"
+    )
 
 
 def rounded(t: torch.Tensor) -> np.ndarray:
